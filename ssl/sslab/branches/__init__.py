@@ -1,0 +1,13 @@
+"""Pretraining branches: each turns a batch of views into a loss for the engine.
+
+A branch is a plain object with ``model`` (the trainable nn.Module the engine optimises),
+``transform()`` (the per-sample augmentation), ``no_weight_decay()``, ``loss(model, batch, epoch, step)``
+-> ``(loss, metrics)``, ``after_step(model, step)`` and ``state_dict()/load_state_dict()`` for any state
+outside the model and optimiser. ``BRANCHES`` maps ``Config.method`` to its constructor.
+"""
+
+from .mae import MAEBranch
+
+BRANCHES = {"mae": MAEBranch}
+
+__all__ = ["BRANCHES", "MAEBranch"]

@@ -1,0 +1,54 @@
+"""MAE branch: augmented image -> per-sample seeded mask -> MAE forward -> reconstruction loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data.seeding import sample_uniform
+from ..data.transforms import mae_transform
+from ..models.mae import create_mae
+
+
+def mae_model_kwargs(cfg: Config) -> dict[str, Any]:
+    """The ``create_mae`` keywords a config asks for."""
+    kw: dict[str, Any] = dict(img_size=cfg.img_size, in_chans=cfg.in_chans, norm_pix_loss=cfg.norm_pix_loss,
+                              decoder_embed_dim=cfg.decoder_embed_dim, decoder_depth=cfg.decoder_depth,
+                              decoder_num_heads=cfg.decoder_num_heads, **cfg.model_kwargs)
+    if cfg.patch_size is not None:
+        kw["patch_size"] = cfg.patch_size
+    return kw
+
+
+class MAEBranch:
+    """Masked-autoencoder pretraining (He et al. 2021)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.model = create_mae(cfg.model, **mae_model_kwargs(cfg))
+
+    def transform(self):
+        """RandomResizedCrop(scale 0.2-1, bicubic) + flip + normalise."""
+        return mae_transform(self.cfg.img_size, self.cfg.mean, self.cfg.std, tuple(self.cfg.crop_scale))
+
+    def no_weight_decay(self) -> set[str]:
+        return self.model.no_weight_decay()
+
+    def loss(self, model: nn.Module, batch, epoch: int, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """MAE loss on one micro-batch; the mask noise is drawn per sample from (seed, epoch, index)."""
+        imgs, _, index, _ = batch
+        noise = sample_uniform(self.cfg.seed, epoch, index, self.model.num_patches, "mask").to(imgs.device)
+        loss, _, _ = model(imgs, mask_ratio=self.cfg.mask_ratio, noise=noise)
+        return loss, {}
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Nothing to do after an MAE optimiser step."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

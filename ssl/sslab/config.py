@@ -1,0 +1,141 @@
+"""Run configuration: one flat dataclass; recipes in ``experiments/`` set fields, the CLI overrides any.
+
+Every field ``foo_bar`` is ``--foo-bar VALUE`` on the command line (``--foo_bar`` works too).
+Booleans take ``true/false`` (a bare ``--flag`` means true), tuples take commas
+(``--wandb-tags a,b``), dicts take JSON (``--model-kwargs '{"depth": 6}'``), and ``none`` clears an
+optional field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Config:
+    """All knobs of a pretraining run. Defaults are the MAE paper's ViT-B/16 recipe (Table 8/9)."""
+
+    # --- run ---
+    method: str = "mae"                      # "mae" | "dino"
+    output_dir: str = "runs/default"         # checkpoints, logs and the resolved config go here
+    seed: int = 0
+    resume: str = ""                         # "" (fresh), "auto" (newest checkpoint in output_dir) or a path
+
+    # --- data ---
+    data: str = "demo"                       # ImageFolder dir, .tar of one, or "demo"
+    in_memory: bool = False                  # decode once into uint8 arrays (small datasets)
+    skip_bad_files: bool = False             # skip undecodable images (counted in the log) instead of stopping
+    num_workers: int = 8
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    # --- encoder (timm) ---
+    model: str = "vit_base_patch16_224"
+    img_size: int = 224
+    patch_size: int | None = None            # None: the timm model's own
+    in_chans: int = 3
+    model_kwargs: dict = field(default_factory=dict)   # extra timm.create_model kwargs, e.g. {"depth": 6}
+
+    # --- MAE ---
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+    decoder_embed_dim: int = 512
+    decoder_depth: int = 8
+    decoder_num_heads: int = 16
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+
+    # --- optimisation ---
+    epochs: int = 800
+    batch_size: int = 64                     # per process
+    accum_iter: int = 1                      # micro-batches per optimiser step
+    base_lr: float = 1.5e-4                  # lr = base_lr * effective_batch / 256
+    lr: float | None = None                  # absolute lr; overrides base_lr when set
+    min_lr: float = 0.0
+    warmup_epochs: float = 40
+    weight_decay: float = 0.05
+    weight_decay_end: float | None = None    # None: constant; else cosine from weight_decay to this (DINO)
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = None           # max global grad norm; None: no clipping (MAE)
+    mixed_precision: str = "no"              # "no" | "fp16" | "bf16"
+    max_steps: int | None = None             # stop after this many optimiser steps (smoke tests, benchmarks)
+
+    # --- checkpoints ---
+    save_every_steps: int = 1000             # also saved at the end of every epoch
+    keep_last: int = 3
+
+    # --- logging ---
+    log_every: int = 20                      # optimiser steps between log rows
+    progress_bar: bool = True
+    wandb_mode: str = "auto"                 # auto (online with credentials, else offline) | online | offline | disabled
+    wandb_project: str = "sslab"
+    wandb_entity: str | None = None
+    wandb_group: str | None = None
+    wandb_name: str | None = None
+    wandb_tags: tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some fields changed (unknown names are an error)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown config field(s) {sorted(unknown)}; see sslab/config.py for the list")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of every field."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _parse_bool(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+
+def _parser_for(tp: Any, name: str):
+    """A string -> value converter for a field type (handles Optional, tuples, dicts)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        inner = _parser_for(next(a for a in args if a is not type(None)), name)
+        return lambda s: None if s.strip().lower() in ("none", "null", "") else inner(s)
+    if tp is bool:
+        return _parse_bool
+    if tp in (int, float, str):
+        return tp
+    if origin is tuple:
+        elem = args[0] if args else str
+        conv = _parser_for(elem, name)
+        return lambda s: tuple(conv(x) for x in s.split(",") if x.strip() != "")
+    if tp is dict or origin is dict:
+        def parse_dict(s: str) -> dict:
+            try:
+                out = json.loads(s)
+            except json.JSONDecodeError as e:
+                raise argparse.ArgumentTypeError(f"--{name} takes JSON, e.g. '{{\"depth\": 6}}': {e}") from e
+            if not isinstance(out, dict):
+                raise argparse.ArgumentTypeError(f"--{name} takes a JSON object, got {s!r}")
+            return out
+        return parse_dict
+    raise TypeError(f"config field {name} has unsupported type {tp}")
+
+
+def parse_args(base: Config, argv: list[str] | None = None, description: str = "") -> Config:
+    """Apply command-line overrides to ``base``; ``--help`` lists every field with its value."""
+    hints = typing.get_type_hints(type(base))
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(base):
+        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
+        tp = hints[f.name]
+        kwargs: dict[str, Any] = dict(dest=f.name, type=_parser_for(tp, f.name), default=getattr(base, f.name))
+        if tp is bool:
+            kwargs.update(nargs="?", const=True)
+        p.add_argument(*flags, **kwargs)
+    ns = p.parse_args(argv)
+    return dataclasses.replace(base, **vars(ns))

@@ -1,0 +1,60 @@
+"""ImageFolder trees (ImageNet layout: ``root/<class>/<image>``) decoded to RGB with PIL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+class BadImageError(RuntimeError):
+    """An image file that could not be decoded; the message names the file."""
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit...) to 8-bit RGB."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")  # palette transparency must go through RGBA first
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                img = img.point(lambda v: v / 256).convert("L")
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise BadImageError(
+            f"cannot decode image {path}: {e}. Remove or fix the file, or pass --skip-bad-files true "
+            "to skip undecodable files (they are counted in the log)"
+        ) from e
+
+
+class ImageFolder:
+    """``root/<class>/**/<image>``: returns ``(PIL RGB image, class index)``; classes sorted by name."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
+        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not self.classes:
+            raise ValueError(
+                f"{self.root} has no class sub-folders; expected the ImageNet layout root/<class>/<image>.jpg"
+            )
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            for dirpath, _, files in sorted(os.walk(self.root / name, followlinks=True)):
+                for f in sorted(files):
+                    if f.lower().endswith(IMG_EXTENSIONS):
+                        self.samples.append((os.path.join(dirpath, f), label))
+        if not self.samples:
+            raise ValueError(f"no images with extensions {IMG_EXTENSIONS} under {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return load_rgb(path), label

@@ -1,0 +1,225 @@
+"""The training engine: one loop for CPU, one GPU, many GPUs and many nodes, on accelerate.
+
+dataset -> seeded transform -> sharded batches -> branch.loss -> backward (accumulated) ->
+optimiser step with per-iteration lr / wd -> branch.after_step -> log -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..branches import BRANCHES
+from ..config import Config, parse_args
+from ..data.pipeline import SeededTransformDataset
+from ..data.sampler import ShardedBatchSampler
+from ..data.sources import open_images
+from ..optim import adamw
+from ..schedules import constant, warmup_cosine
+from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .distributed import make_accelerator
+from .logger import RunLogger
+
+log = logging.getLogger("sslab")
+
+
+def validate(cfg: Config) -> None:
+    """Reject a config that cannot run, with the value and the fix, before anything is built."""
+    if cfg.method not in BRANCHES:
+        raise ValueError(f"method {cfg.method!r} is not one of {sorted(BRANCHES)}")
+    for name in ("epochs", "batch_size", "accum_iter", "log_every", "keep_last"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.mask_ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}")
+    if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
+        raise ValueError(f"warmup_epochs {cfg.warmup_epochs} must be between 0 and epochs {cfg.epochs}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
+    if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
+        raise ValueError(f"mean/std have {len(cfg.mean)}/{len(cfg.std)} values for in_chans {cfg.in_chans}; "
+                         "give one per channel (--mean 0.5 --std 0.5 for one channel)")
+    if not cfg.resume and list_checkpoints(cfg.output_dir):
+        raise FileExistsError(
+            f"output_dir {cfg.output_dir} already holds checkpoints; pass --resume auto to continue that run, "
+            "or choose another --output-dir"
+        )
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+            "numpy_pos": int(np.random.get_state()[2])}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate((3, tuple(s["python"]), s["python_pos"]))
+    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run (or resume) the pretraining described by ``cfg``; returns a summary of the run."""
+    validate(cfg)
+    resume_path = resolve_resume(cfg.resume, cfg.output_dir)
+    acc = make_accelerator(cfg.mixed_precision)
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
+
+    branch = BRANCHES[cfg.method](cfg)
+    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files)
+    dataset = SeededTransformDataset(source, branch.transform(), cfg.seed, cfg.skip_bad_files)
+    sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
+    steps_per_epoch = len(sampler) // cfg.accum_iter
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(sampler)} batches per epoch cannot fill accum_iter {cfg.accum_iter}; lower it")
+    workers = min(cfg.num_workers, os.cpu_count() or 1)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+
+    eff_batch = cfg.batch_size * cfg.accum_iter * world
+    lr = cfg.lr if cfg.lr is not None else cfg.base_lr * eff_batch / 256
+    total_steps = cfg.epochs * steps_per_epoch
+    lr_sched = warmup_cosine(lr, cfg.min_lr, cfg.epochs, steps_per_epoch, cfg.warmup_epochs)
+    wd_sched = (constant(cfg.weight_decay, total_steps) if cfg.weight_decay_end is None
+                else warmup_cosine(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, steps_per_epoch))
+    last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+
+    model = branch.model
+    optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay())
+    model, optimizer = acc.prepare(model, optimizer)
+    branch.model = model
+
+    step = 0
+    if resume_path is not None:
+        state = load_checkpoint(resume_path)
+        if state["effective_batch"] != eff_batch:
+            raise ValueError(
+                f"{resume_path} was trained with effective batch {state['effective_batch']}, this run has "
+                f"{eff_batch} (batch_size x accum_iter x processes); resume with the same effective batch"
+            )
+        acc.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if acc.scaler is not None and state.get("scaler"):
+            acc.scaler.load_state_dict(state["scaler"])
+        branch.load_state_dict(state["branch"])
+        _set_rng_state(state["rng"])
+        step = int(state["step"])
+        log.info("resumed from %s at step %d", resume_path, step)
+
+    run_dir = Path(cfg.output_dir)
+    resolved = {**cfg.to_dict(), "lr_resolved": lr, "effective_batch": eff_batch, "world_size": world,
+                "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "dataset_size": len(dataset)}
+    logger = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        logger = RunLogger(run_dir, resolved, cfg.wandb_mode, cfg.wandb_project, cfg.wandb_entity,
+                           cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags)
+
+    def checkpoint() -> None:
+        acc.wait_for_everyone()
+        if main:
+            state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scaler": acc.scaler.state_dict() if acc.scaler is not None else {},
+                     "branch": branch.state_dict(), "rng": _rng_state(), "step": step,
+                     "epoch": step // steps_per_epoch, "effective_batch": eff_batch, "config": cfg.to_dict()}
+            save_checkpoint(state, run_dir, step, cfg.keep_last)
+        acc.wait_for_everyone()
+
+    bar = tqdm(total=last_step, initial=step, disable=not (main and cfg.progress_bar), dynamic_ncols=True,
+               desc=f"{cfg.method} {cfg.model}", file=sys.stderr)
+    window_loss = torch.zeros((), device=acc.device)
+    window_micro, window_t0, skipped_total = 0, time.perf_counter(), 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "losses": []}
+    model.train()
+    saved_step = step if resume_path is not None else -1
+    while step < last_step:
+        epoch = step // steps_per_epoch
+        micro_start = (step % steps_per_epoch) * cfg.accum_iter
+        sampler.set_epoch(epoch, micro_start)
+        micro_end = steps_per_epoch * cfg.accum_iter  # leftover micro-batches that cannot fill a step are dropped
+        for micro, batch in enumerate(loader, start=micro_start):
+            if micro >= micro_end:
+                break
+            batch = [b.to(acc.device, non_blocking=True) if torch.is_tensor(b) else
+                     [v.to(acc.device, non_blocking=True) for v in b] for b in batch]
+            sync = (micro + 1) % cfg.accum_iter == 0
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                with acc.autocast():
+                    loss, metrics = branch.loss(model, batch, epoch, step)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at step {step} (epoch {epoch}); lower the lr (now "
+                        f"{lr_sched[step]:.3g}), check the data, or use bf16 instead of fp16"
+                    )
+                acc.backward(loss / cfg.accum_iter)
+            window_loss += loss.detach()
+            window_micro += 1
+            skipped_total += int(batch[3].sum())
+            if not sync:
+                continue
+            for g in optimizer.param_groups:
+                g["lr"] = float(lr_sched[step]) * g.get("lr_scale", 1.0)
+                g["weight_decay"] = float(wd_sched[step]) * g.get("wd_scale", 1.0)
+            grad_norm = acc.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad else float("inf"))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            branch.after_step(model, step)
+            step += 1
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == last_step:
+                mean_loss = acc.reduce(window_loss / window_micro, reduction="mean").item()
+                skipped = int(acc.reduce(torch.tensor(skipped_total, device=acc.device), reduction="sum").item())
+                dt = time.perf_counter() - window_t0
+                row = {"epoch": step / steps_per_epoch, "loss": mean_loss, "lr": float(lr_sched[step - 1]),
+                       "weight_decay": float(wd_sched[step - 1]), "grad_norm": float(grad_norm),
+                       "images_per_sec": window_micro * cfg.batch_size * world / dt, "skipped_files": skipped,
+                       **metrics}
+                if logger is not None:
+                    logger.log(row, step)
+                summary["losses"].append(mean_loss)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{row['lr']:.2e}")
+                window_loss.zero_()
+                window_micro, window_t0 = 0, time.perf_counter()
+
+            if step % steps_per_epoch == 0 or step % cfg.save_every_steps == 0 or step == last_step:
+                checkpoint()
+                saved_step = step
+            if step >= last_step:
+                break
+    if saved_step != step:
+        checkpoint()
+    bar.close()
+    if logger is not None:
+        logger.finish()
+    summary.update(step=step, epochs_done=step / steps_per_epoch, world_size=world, effective_batch=eff_batch,
+                   lr=lr, steps_per_epoch=steps_per_epoch)
+    return summary
+
+
+def main(base: Config, argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``experiments/*.py``: apply CLI overrides to ``base`` and train."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = parse_args(base, argv, description=f"sslab {base.method} pretraining")
+    try:
+        return train(cfg)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
