@@ -60,7 +60,8 @@ class Config:
     weight_decay: float = 0.05
     weight_decay_end: float | None = None    # None: constant; else cosine from weight_decay to this (DINO)
     betas: tuple[float, float] = (0.9, 0.95)
-    clip_grad: float | None = None           # max global grad norm; None: no clipping (MAE)
+    clip_grad: float | None = None           # max grad norm; None: no clipping (MAE)
+    clip_grad_mode: str = "global"           # "global" (one norm over all) | "per_param" (each tensor, as DINO)
     mixed_precision: str = "no"              # "no" | "fp16" | "bf16"
     max_steps: int | None = None             # stop after this many optimiser steps (smoke tests, benchmarks)
 

@@ -35,3 +35,14 @@ def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, 
           skip: Iterable[str] = ()) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups` (MAE: betas (0.9, 0.95), wd 0.05)."""
     return torch.optim.AdamW(param_groups(model, weight_decay, skip), lr=lr, betas=betas)
+
+
+@torch.no_grad()
+def clip_per_param(params: Iterable[torch.Tensor], max_norm: float) -> None:
+    """Scale each gradient tensor to norm <= ``max_norm`` separately (DINO's ``utils.clip_gradients``)."""
+    for p in params:
+        if p.grad is not None:
+            norm = p.grad.norm(2)
+            coef = max_norm / (norm + 1e-6)
+            if coef < 1:
+                p.grad.mul_(coef)

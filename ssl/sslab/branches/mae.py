@@ -44,6 +44,9 @@ class MAEBranch:
         loss, _, _ = model(imgs, mask_ratio=self.cfg.mask_ratio, noise=noise)
         return loss, {}
 
+    def before_step(self, model: nn.Module, step: int, epoch: int) -> None:
+        """Nothing to change in MAE gradients before the optimiser step."""
+
     def after_step(self, model: nn.Module, step: int) -> None:
         """Nothing to do after an MAE optimiser step."""
 

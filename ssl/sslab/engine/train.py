@@ -28,7 +28,7 @@ from ..config import Config, parse_args
 from ..data.pipeline import SeededTransformDataset
 from ..data.sampler import ShardedBatchSampler
 from ..data.sources import open_images
-from ..optim import adamw
+from ..optim import adamw, clip_per_param
 from ..schedules import constant, warmup_cosine
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .distributed import make_accelerator
@@ -48,6 +48,8 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
         raise ValueError(f"warmup_epochs {cfg.warmup_epochs} must be between 0 and epochs {cfg.epochs}")
+    if cfg.clip_grad_mode not in ("global", "per_param"):
+        raise ValueError(f"clip_grad_mode must be 'global' or 'per_param', got {cfg.clip_grad_mode!r}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
     if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
@@ -177,7 +179,12 @@ def train(cfg: Config) -> dict[str, Any]:
             for g in optimizer.param_groups:
                 g["lr"] = float(lr_sched[step]) * g.get("lr_scale", 1.0)
                 g["weight_decay"] = float(wd_sched[step]) * g.get("wd_scale", 1.0)
-            grad_norm = acc.clip_grad_norm_(params, cfg.clip_grad if cfg.clip_grad else float("inf"))
+            # Unscales fp16 gradients, then measures (and with "global" clips) the total norm.
+            max_norm = cfg.clip_grad if cfg.clip_grad and cfg.clip_grad_mode == "global" else float("inf")
+            grad_norm = acc.clip_grad_norm_(params, max_norm)
+            if cfg.clip_grad and cfg.clip_grad_mode == "per_param":
+                clip_per_param(params, cfg.clip_grad)
+            branch.before_step(model, step, epoch)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             branch.after_step(model, step)
