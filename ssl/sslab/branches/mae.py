@@ -44,6 +44,9 @@ class MAEBranch:
         loss, _, _ = model(imgs, mask_ratio=self.cfg.mask_ratio, noise=noise)
         return loss, {}
 
+    def setup(self, device: torch.device, steps_per_epoch: int) -> None:
+        """Nothing to place or schedule beyond the model, which the engine has prepared."""
+
     def before_step(self, model: nn.Module, step: int, epoch: int) -> None:
         """Nothing to change in MAE gradients before the optimiser step."""
 

@@ -105,6 +105,7 @@ def train(cfg: Config) -> dict[str, Any]:
     optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay())
     model, optimizer = acc.prepare(model, optimizer)
     branch.model = model
+    branch.setup(acc.device, steps_per_epoch)
 
     step = 0
     if resume_path is not None:
@@ -206,7 +207,9 @@ def train(cfg: Config) -> dict[str, Any]:
                 window_loss.zero_()
                 window_micro, window_t0 = 0, time.perf_counter()
 
-            if step % steps_per_epoch == 0 or step % cfg.save_every_steps == 0 or step == last_step:
+            epoch_done = step % steps_per_epoch == 0
+            # --- end of epoch: per-epoch work (pictures, online evaluation) goes here, before the save ---
+            if epoch_done or step % cfg.save_every_steps == 0 or step == last_step:
                 checkpoint()
                 saved_step = step
             if step >= last_step:
