@@ -1,6 +1,7 @@
 """Pretraining branches: each turns a batch of views into a loss for the engine.
 
-A branch is a plain object with ``model`` (the trainable nn.Module the engine optimises),
+A branch is a plain object with ``model`` (the trainable nn.Module the engine optimises; it stays
+unwrapped, while the ``model`` argument of the hooks below may be DDP-wrapped),
 ``transform()`` (the per-sample augmentation), ``setup(device, steps_per_epoch)`` (called once the
 engine has prepared ``model``: move extra modules, build per-step schedules), ``no_weight_decay()``, ``loss(model, batch, epoch, step)``
 -> ``(loss, metrics)``, ``before_step(model, step, epoch)`` (gradients are unscaled and

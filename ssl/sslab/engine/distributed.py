@@ -6,6 +6,7 @@ import os
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
 
 def expected_world_size() -> int:
@@ -13,25 +14,40 @@ def expected_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def check_world(expected: int, actual: int, distributed_type: object) -> None:
+    """Raise if the launcher asked for ``expected`` processes but the process group has ``actual``."""
+    if expected > 1 and actual != expected:
+        raise RuntimeError(
+            f"this process was launched as one of WORLD_SIZE={expected} but accelerate set up "
+            f"{actual} process(es) ({distributed_type}): each copy would train alone on the same data and "
+            "write the same checkpoints. On a machine without GPUs use "
+            "`torchrun --nproc_per_node N experiments/...` (gloo); on GPUs use `accelerate launch`."
+        )
+    steps = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if steps > 1 and "WORLD_SIZE" not in os.environ:
+        raise RuntimeError(
+            f"started by srun as one of {steps} SLURM tasks without a distributed launcher, so every task "
+            "would train alone; start one task per node running `accelerate launch` or `torchrun` "
+            "(see launch/slurm_mae_vitb.sbatch)"
+        )
+
+
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator for CPU, one GPU or many (gloo on CPU, NCCL on GPUs).
 
-    Raises if the launcher started several processes (``WORLD_SIZE > 1``) but this one ended up
-    alone, which is what ``accelerate launch --multi_gpu`` does on a machine without GPUs: each
-    copy would silently train on its own and write the same checkpoints.
+    Raises (:func:`check_world`) if the launcher started several processes but this one ended up
+    alone, or if SLURM started several tasks with no distributed launcher.
     """
     if mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {mixed_precision!r}")
     cuda = torch.cuda.is_available()
     if mixed_precision == "fp16" and not cuda:
         raise ValueError("mixed_precision 'fp16' needs a CUDA GPU; on CPU use 'bf16' or 'no'")
+    # cpu=True when there is no GPU makes torchrun / accelerate launch use gloo data parallelism
+    # instead of silently starting independent single-process copies.
+    # A second run in the same Python process (a notebook, a sweep) may ask for another precision;
+    # accelerate keeps its state in a singleton, so clear it (the process group itself is kept).
+    AcceleratorState._reset_state()
     acc = Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
-    want = expected_world_size()
-    if want > 1 and acc.num_processes != want:
-        raise RuntimeError(
-            f"this process was launched as one of WORLD_SIZE={want} but accelerate set up "
-            f"{acc.num_processes} process(es) ({acc.distributed_type}). On a machine without GPUs, "
-            "`accelerate launch --multi_gpu` starts independent copies; use "
-            "`torchrun --nproc_per_node N experiments/...` (gloo on CPU) or a GPU machine."
-        )
+    check_world(expected_world_size(), acc.num_processes, acc.distributed_type)
     return acc

@@ -103,8 +103,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     model = branch.model
     optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay())
-    model, optimizer = acc.prepare(model, optimizer)
-    branch.model = model
+    model, optimizer = acc.prepare(model, optimizer)  # `model` may now be DDP-wrapped; branch.model is not
     branch.setup(acc.device, steps_per_epoch)
 
     step = 0
