@@ -107,3 +107,14 @@ def test_wandb_offline_without_credentials_and_never_fatal(tmp_path, monkeypatch
     cfg = tiny_mae_config(tmp_path, max_steps=2, wandb_mode="online")
     assert train(cfg)["step"] == 2
     assert len(read_metrics(cfg.output_dir)) == 2
+
+
+def test_effective_batch_size_sets_accumulation():
+    from sslab.engine.train import resolve_accum_iter
+
+    cfg = tiny_mae_config(__import__("pathlib").Path("."), batch_size=64, effective_batch_size=4096)
+    assert resolve_accum_iter(cfg, 8) == 8 and resolve_accum_iter(cfg, 64) == 1
+    with pytest.raises(ValueError, match="not a multiple of batch_size 64 x 3 processes"):
+        resolve_accum_iter(cfg, 3)
+    with pytest.raises(ValueError, match="contradicts"):
+        resolve_accum_iter(cfg.replace(accum_iter=2), 8)

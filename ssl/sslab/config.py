@@ -53,6 +53,7 @@ class Config:
     epochs: int = 800
     batch_size: int = 64                     # per process
     accum_iter: int = 1                      # micro-batches per optimiser step
+    effective_batch_size: int | None = None  # if set, accum_iter = this / (batch_size x processes)
     base_lr: float = 1.5e-4                  # lr = base_lr * effective_batch / 256
     lr: float | None = None                  # absolute lr; overrides base_lr when set
     min_lr: float = 0.0

@@ -62,6 +62,23 @@ def validate(cfg: Config) -> None:
         )
 
 
+def resolve_accum_iter(cfg: Config, world: int) -> int:
+    """``accum_iter`` that reaches ``effective_batch_size`` with this many processes (or the given one)."""
+    if cfg.effective_batch_size is None:
+        return cfg.accum_iter
+    per_step = cfg.batch_size * world
+    if cfg.effective_batch_size % per_step:
+        raise ValueError(
+            f"effective_batch_size {cfg.effective_batch_size} is not a multiple of batch_size {cfg.batch_size} x "
+            f"{world} processes = {per_step}; change --batch-size or --effective-batch-size"
+        )
+    accum = cfg.effective_batch_size // per_step
+    if cfg.accum_iter not in (1, accum):
+        raise ValueError(f"accum_iter {cfg.accum_iter} contradicts effective_batch_size {cfg.effective_batch_size} "
+                         f"with {world} x {cfg.batch_size}; set only one of them")
+    return accum
+
+
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
             "python_pos": random.getstate()[2], "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
@@ -80,6 +97,7 @@ def train(cfg: Config) -> dict[str, Any]:
     resume_path = resolve_resume(cfg.resume, cfg.output_dir)
     acc = make_accelerator(cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    cfg = cfg.replace(accum_iter=resolve_accum_iter(cfg, world))
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
     branch = BRANCHES[cfg.method](cfg)
