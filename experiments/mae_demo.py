@@ -9,6 +9,7 @@ CONFIG = Config(
     method="mae",
     data="demo",
     output_dir="runs/mae_demo",
+    resume="auto",  # running it again continues (or finds the run finished)
     model="vit_tiny_patch16_224",
     model_kwargs={"depth": 6},
     img_size=28,

@@ -246,7 +246,13 @@ def main(base: Config, argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = parse_args(base, argv, description=f"sslab {base.method} pretraining")
     try:
-        return train(cfg)
+        out = train(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            losses = out["losses"]
+            trend = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, " if losses else ""
+            print(f"done: {out['step']} steps ({out['epochs_done']:.2f} epochs), {trend}"
+                  f"checkpoints and metrics in {out['run_dir']}", flush=True)
+        return out
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
