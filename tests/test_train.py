@@ -28,8 +28,10 @@ def test_tiny_run_loss_falls_and_logs_everything(tmp_path):
 
 def test_resume_replays_the_uninterrupted_run(tmp_path, image_folder):
     # 24 images, batch 4 -> 6 steps per epoch; stop at step 8 (mid-epoch 2), resume with workers.
+    # Drop path draws from the global RNG every step, so it must be restored exactly too.
     common = dict(data=str(image_folder), img_size=16, in_chans=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-                  batch_size=4, epochs=3, warmup_epochs=1, log_every=1, save_every_steps=4, keep_last=5)
+                  batch_size=4, epochs=3, warmup_epochs=1, log_every=1, save_every_steps=4, keep_last=5,
+                  model_kwargs={"depth": 2, "drop_path_rate": 0.2})
     full = tiny_mae_config(tmp_path / "full", **common)
     train(full)
     part = tiny_mae_config(tmp_path / "part", **common, max_steps=8)
@@ -118,3 +120,13 @@ def test_effective_batch_size_sets_accumulation():
         resolve_accum_iter(cfg, 3)
     with pytest.raises(ValueError, match="contradicts"):
         resolve_accum_iter(cfg.replace(accum_iter=2), 8)
+
+
+def test_wandb_offline_run_records_metrics_and_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    cfg = tiny_mae_config(tmp_path, max_steps=2, wandb_mode="auto", wandb_tags=("t1",), wandb_group="g")
+    train(cfg)
+    run_id = (tmp_path / "run" / "wandb_id.txt").read_text().strip()
+    runs = list((tmp_path / "run" / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), "wandb did not write an offline run"

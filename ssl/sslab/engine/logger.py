@@ -7,6 +7,7 @@ import json
 import logging
 import netrc
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class RunLogger:
             import wandb
 
             id_file = self.run_dir / "wandb_id.txt"  # a resumed run continues the same wandb run
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
             id_file.write_text(run_id)
             self.wandb = wandb.init(
                 project=project, entity=entity, group=group, name=name or self.run_dir.name,

@@ -109,7 +109,10 @@ def train(cfg: Config) -> dict[str, Any]:
         raise ValueError(f"{len(sampler)} batches per epoch cannot fill accum_iter {cfg.accum_iter}; lower it")
     workers = min(cfg.num_workers, os.cpu_count() or 1)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
-                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                        # Its own generator: starting an iterator would otherwise draw from the global RNG,
+                        # and a resumed run (new iterator mid-epoch) would then diverge in drop path etc.
+                        generator=torch.Generator().manual_seed(cfg.seed))
 
     eff_batch = cfg.batch_size * cfg.accum_iter * world
     lr = cfg.lr if cfg.lr is not None else cfg.base_lr * eff_batch / 256
