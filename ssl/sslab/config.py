@@ -49,6 +49,29 @@ class Config:
     decoder_num_heads: int = 16
     crop_scale: tuple[float, float] = (0.2, 1.0)
 
+    # --- Swin ---
+    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (encoder computes visible units only) | "mask_token" (SimMIM-style baseline)
+
+    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py with the paper's tau_t warmup 0.04 -> 0.07)
+    out_dim: int = 65536                     # prototypes K of the DINO head
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256
+    head_nlayers: int = 3
+    use_bn_in_head: bool = False
+    norm_last_layer: bool = True             # weight_g frozen at 1 (stabler; false is better for ViT-S)
+    global_crops_size: int | None = None     # None: img_size
+    global_crops_scale: tuple[float, float] = (0.4, 1.0)
+    local_crops_number: int = 8              # local crops per image (0 disables multi-crop)
+    local_crops_size: int = 96
+    local_crops_scale: tuple[float, float] = (0.05, 0.4)
+    student_temp: float = 0.1
+    warmup_teacher_temp: float = 0.04        # tau_t warms up linearly per epoch from this ...
+    teacher_temp: float = 0.07               # ... to this, then stays
+    warmup_teacher_temp_epochs: int = 30
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996          # EMA momentum, cosine to 1 per iteration (0.9995 for batch 256)
+    freeze_last_layer: int = 1               # epochs with the head's last layer frozen
+
     # --- optimisation ---
     epochs: int = 800
     batch_size: int = 64                     # per process
@@ -79,6 +102,10 @@ class Config:
     wandb_group: str | None = None
     wandb_name: str | None = None
     wandb_tags: tuple[str, ...] = ()
+
+    # --- pictures ---
+    vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
+    vis_num_images: int = 8                  # fixed held-out images in each picture
 
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (unknown names are an error)."""

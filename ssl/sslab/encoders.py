@@ -17,8 +17,9 @@ from torch import nn
 
 from .engine.checkpoint import load_checkpoint
 
-# Keys of an MAE model that belong to the MAE task, not to the encoder.
-MAE_ONLY_PREFIXES = ("mask_token", "decoder_")
+# Keys of an MAE model that belong to the MAE task, not to the encoder. A Swin MAE keeps timm's Swin keys at the
+# top level like the ViT MAE; its "mask_token" mode adds the encoder-input token "input_mask_token".
+MAE_ONLY_PREFIXES = ("mask_token", "decoder_", "input_mask_token")
 
 
 def encoder_spec(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -46,6 +47,9 @@ def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     method = checkpoint["config"]["method"]
     if method == "mae":
         return {k: v for k, v in checkpoint["model"].items() if not k.startswith(MAE_ONLY_PREFIXES)}
+    if method == "dino":  # the EMA teacher's backbone is the encoder DINO evaluates and releases
+        return {k.removeprefix("backbone."): v for k, v in checkpoint["branch"]["teacher"].items()
+                if k.startswith("backbone.")}
     raise ValueError(f"no encoder extraction rule for method {method!r}")
 
 

@@ -9,8 +9,9 @@ clipped; e.g. freeze a layer), ``after_step(model, step)`` (e.g. EMA teacher) an
 outside the model and optimiser. ``BRANCHES`` maps ``Config.method`` to its constructor.
 """
 
+from .dino import DINOBranch
 from .mae import MAEBranch
 
-BRANCHES = {"mae": MAEBranch}
+BRANCHES = {"mae": MAEBranch, "dino": DINOBranch}
 
-__all__ = ["BRANCHES", "MAEBranch"]
+__all__ = ["BRANCHES", "DINOBranch", "MAEBranch"]

@@ -11,6 +11,7 @@ from ..config import Config
 from ..data.seeding import sample_uniform
 from ..data.transforms import mae_transform
 from ..models.mae import create_mae
+from ..models.swin_mae import create_swin_mae, is_timm_swin
 
 
 def mae_model_kwargs(cfg: Config) -> dict[str, Any]:
@@ -24,11 +25,14 @@ def mae_model_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 class MAEBranch:
-    """Masked-autoencoder pretraining (He et al. 2021)."""
+    """Masked-autoencoder pretraining (He et al. 2021) on a timm ViT or Swin (GreenMIM-style units)."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.model = create_mae(cfg.model, **mae_model_kwargs(cfg))
+        if is_timm_swin(cfg.model):  # masking units are last-stage tokens; see models/swin_mae.py
+            self.model = create_swin_mae(cfg.model, mode=cfg.swin_mae_mode, **mae_model_kwargs(cfg))
+        else:
+            self.model = create_mae(cfg.model, **mae_model_kwargs(cfg))
 
     def transform(self):
         """RandomResizedCrop(scale 0.2-1, bicubic) + flip + normalise."""

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..serialization import safe_load
+
 CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
@@ -64,11 +66,5 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without executing code (``weights_only=True``); refuses pickled code payloads."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise RuntimeError(
-            f"refusing to load {path}: it is not a weights-only file ({type(e).__name__}: {e}). "
-            "sslab never unpickles arbitrary objects; re-save the file with tensors and plain values only"
-        ) from e
+    """Load a checkpoint without executing code (``sslab.serialization.safe_load``); refuses code payloads."""
+    return safe_load(path, map_location=map_location)

@@ -50,6 +50,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"warmup_epochs {cfg.warmup_epochs} must be between 0 and epochs {cfg.epochs}")
     if cfg.clip_grad_mode not in ("global", "per_param"):
         raise ValueError(f"clip_grad_mode must be 'global' or 'per_param', got {cfg.clip_grad_mode!r}")
+    if cfg.vis_every_epochs < 0 or cfg.vis_num_images < 1:
+        raise ValueError(f"vis_every_epochs must be >= 0 (0: never) and vis_num_images >= 1, got "
+                         f"{cfg.vis_every_epochs} and {cfg.vis_num_images}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
     if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
@@ -229,6 +232,11 @@ def train(cfg: Config) -> dict[str, Any]:
 
             epoch_done = step % steps_per_epoch == 0
             # --- end of epoch: per-epoch work (pictures, online evaluation) goes here, before the save ---
+            epochs_finished = step // steps_per_epoch
+            if epoch_done and main and cfg.vis_every_epochs > 0 and epochs_finished % cfg.vis_every_epochs == 0:
+                from ..viz.epoch import log_epoch_pictures  # eval mode, fixed images, RNG forked: training unchanged
+
+                log_epoch_pictures(cfg, acc.unwrap_model(model), branch, run_dir, epochs_finished, step, logger)
             if epoch_done or step % cfg.save_every_steps == 0 or step == last_step:
                 checkpoint()
                 saved_step = step
