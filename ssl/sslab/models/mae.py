@@ -14,12 +14,12 @@ from typing import Any
 
 import timm
 import torch
-from einops import rearrange
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from ..losses.mae_loss import mae_loss
 from .masking import gather_tokens, random_masking
+from .patches import patchify, unpatchify
 from .pos_embed import sincos_2d
 
 # Options that belong to the MAE wrapper; everything else goes to timm.create_model.
@@ -121,14 +121,11 @@ class MaskedAutoencoderViT(nn.Module):
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, L, p*q*C), pixel order (p, q, c) as in the official code."""
-        p, q = self.patch_size
-        return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=q)
+        return patchify(imgs, self.patch_size)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, L, p*q*C) -> (N, C, H, W), the inverse of :meth:`patchify`."""
-        p, q = self.patch_size
-        h, w = self.grid_size
-        return rearrange(x, "n (h w) (p q c) -> n c (h p) (w q)", h=h, w=w, p=p, q=q)
+        return unpatchify(x, self.patch_size, self.grid_size)
 
     def forward_encoder(
         self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None

@@ -44,6 +44,7 @@ from torch import nn
 from ..losses.mae_loss import mae_loss
 from .mae import MAE_OPTIONS, _init_linear_and_norm
 from .masking import Masking, gather_tokens, random_masking
+from .patches import patchify, unpatchify
 from .pos_embed import sincos_2d
 from .swin_geometry import SwinGeometry, create_swin, is_timm_swin  # noqa: F401 (re-exported)
 
@@ -225,14 +226,11 @@ class SwinMAE(nn.Module):
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, U, uh*uw*C), one row per masking unit, pixel order (p, q, c)."""
-        p, q = self.patch_size
-        return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=q)
+        return patchify(imgs, self.patch_size)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, U, uh*uw*C) -> (N, C, H, W), the inverse of :meth:`patchify`."""
-        p, q = self.patch_size
-        h, w = self.grid_size
-        return rearrange(x, "n (h w) (p q c) -> n c (h p) (w q)", h=h, w=w, p=p, q=q)
+        return unpatchify(x, self.patch_size, self.grid_size)
 
     def units_to_tokens(self, mask: torch.Tensor, stage: int) -> torch.Tensor:
         """(N, U) per-unit values -> (N, H_s, W_s) on stage ``stage``'s token grid."""
