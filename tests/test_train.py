@@ -74,6 +74,8 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
     (dict(img_size=30), ValueError, "not a multiple of patch_size"),
     (dict(mean=(0.5, 0.5, 0.5)), ValueError, "mean/std have 3/1 values"),
     (dict(batch_size=4096), ValueError, "fewer than one global batch"),
+    (dict(monitor_every_epochs=-1), ValueError, "monitor_every_epochs must be >= 0"),
+    (dict(vis_num_images=0), ValueError, "vis_num_images >= 1"),
 ])
 def test_bad_configs_fail_before_compute(tmp_path, changes, error, match):
     with pytest.raises(error, match=match):

@@ -107,6 +107,12 @@ class Config:
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
     vis_num_images: int = 8                  # fixed held-out images in each picture
 
+    # --- evaluation ---
+    monitor_every_epochs: int = 0            # online 20-NN on a small labelled split every N epochs (0: never)
+    monitor_data: str | None = None          # labelled data with train/test splits; None: the training data
+    monitor_train_size: int = 5000           # class-balanced training images the k-NN votes with
+    monitor_test_size: int = 1000            # class-balanced test images it is scored on
+
     def replace(self, **changes: Any) -> "Config":
         """A copy with some fields changed (unknown names are an error)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

@@ -53,6 +53,9 @@ def validate(cfg: Config) -> None:
     if cfg.vis_every_epochs < 0 or cfg.vis_num_images < 1:
         raise ValueError(f"vis_every_epochs must be >= 0 (0: never) and vis_num_images >= 1, got "
                          f"{cfg.vis_every_epochs} and {cfg.vis_num_images}")
+    from ..eval.monitor import check_monitor_config  # here, not at module level: eval imports the engine
+
+    check_monitor_config(cfg)
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
     if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
@@ -237,6 +240,13 @@ def train(cfg: Config) -> dict[str, Any]:
                 from ..viz.epoch import log_epoch_pictures  # eval mode, fixed images, RNG forked: training unchanged
 
                 log_epoch_pictures(cfg, acc.unwrap_model(model), branch, run_dir, epochs_finished, step, logger)
+            if (epoch_done and cfg.monitor_every_epochs > 0
+                    and (step // steps_per_epoch) % cfg.monitor_every_epochs == 0):
+                from ..eval.monitor import monitor_knn  # online k-NN on a copy of the encoder; RNG forked
+
+                row = monitor_knn(cfg, acc.unwrap_model(model), branch, main)
+                if logger is not None:
+                    logger.log({"epoch": step / steps_per_epoch, **row}, step)
             if epoch_done or step % cfg.save_every_steps == 0 or step == last_step:
                 checkpoint()
                 saved_step = step

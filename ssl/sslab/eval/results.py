@@ -1,0 +1,107 @@
+"""Evaluation results: one JSON file per evaluation in the run folder, mirrored to wandb.
+
+``<run_dir>/eval/<name>.json`` holds the headline accuracy (``top1``), every setting, the
+checkpoint read and its fingerprint (so a sweep can tell a result is current). The same numbers go
+to a short wandb run of ``job_type="eval"`` in the pretraining run's group (its ``wandb_group``, or
+the run's name when it had none), offline when there are no credentials; wandb problems never stop
+an evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..engine.logger import resolve_wandb_mode
+
+log = logging.getLogger("sslab")
+
+
+def result_path(run_dir: str | os.PathLike, name: str) -> Path:
+    """Where the result ``name`` of a run lives."""
+    return Path(run_dir) / "eval" / f"{name}.json"
+
+
+def write_result(run_dir: str | os.PathLike, name: str, result: dict[str, Any]) -> Path:
+    """Write ``result`` (plus version and time) to ``<run_dir>/eval/<name>.json`` atomically; returns the path."""
+    path = result_path(run_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full = {"name": name, **result, "sslab_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(full, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def read_result(run_dir: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    """The stored result ``name`` of a run, or None."""
+    path = result_path(run_dir, name)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def wandb_target(config: dict[str, Any] | None, run_dir: str | os.PathLike) -> dict[str, Any]:
+    """wandb project / entity / group of the pretraining run the evaluated encoder came from."""
+    config = config or {}
+    run_name = config.get("wandb_name") or Path(config.get("output_dir") or run_dir).name
+    return {"project": config.get("wandb_project") or "sslab", "entity": config.get("wandb_entity"),
+            "group": config.get("wandb_group") or run_name, "run_name": run_name}
+
+
+def log_to_wandb(name: str, result: dict[str, Any], config: dict[str, Any] | None, run_dir: str | os.PathLike,
+                 mode: str = "auto", tables: dict[str, list[dict[str, Any]]] | None = None) -> bool:
+    """Log a result's numbers as the summary of an ``eval`` run in the pretraining run's group, and
+    ``tables`` (name -> rows) as wandb Tables. Returns whether it was logged."""
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return False
+    target = wandb_target(config, run_dir)
+    try:
+        import wandb
+
+        run = wandb.init(project=target["project"], entity=target["entity"], group=target["group"],
+                         job_type="eval", name=f"{target['run_name']}/{name}", dir=str(run_dir), mode=mode,
+                         config={k: v for k, v in result.items() if not isinstance(v, (dict, list))},
+                         reinit="create_new", settings=wandb.Settings(console="off", silent=True))
+        numbers = {f"{name}/{k}": v for k, v in _flatten(result).items() if isinstance(v, (int, float))}
+        run.log(numbers)
+        for key, v in numbers.items():
+            run.summary[key] = v
+        for tname, rows in (tables or {}).items():
+            if rows:
+                cols = list(rows[0])
+                run.log({f"{name}/{tname}": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+        run.finish()
+        return True
+    except Exception as e:  # logging must never lose the result, which is already on disk
+        log.warning("wandb logging of %s skipped (%s: %s)", name, type(e).__name__, e)
+        return False
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        elif not isinstance(v, bool):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def report(name: str, result: dict[str, Any], config: dict[str, Any] | None, run_dir: str | os.PathLike,
+           output_dir: str | os.PathLike | None = None, wandb_mode: str = "auto",
+           tables: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+    """Write the JSON result (to ``output_dir`` or the run folder) and log it to wandb; returns the JSON path."""
+    out_dir = Path(output_dir) if output_dir else Path(run_dir)
+    path = write_result(out_dir, name, result)
+    log_to_wandb(name, result, config, out_dir, wandb_mode, tables)
+    log.info("%s: top1 %.2f -> %s", name, float(result.get("top1", float("nan"))), path)
+    return path
