@@ -127,7 +127,7 @@ def plot_scaling(rows: list[dict[str, Any]], metric: str, path: str | os.PathLik
             label = name
             if fit is not None:
                 fits[f"{xcol}/{name}"] = fit
-                label += f" (b={fit['b']:.3f})"
+                label += f" (b={fit['b']:.3f})"  # error exponent: negative = improving
                 grid = np.geomspace(min(xs), max(xs), 50)
                 ax.plot(grid, 100.0 - fit["a"] * grid ** fit["b"], "--", color=color, linewidth=1)
             ax.plot(xs, ys, "o-", color=color, label=label, markersize=4)
