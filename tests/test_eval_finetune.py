@@ -76,3 +76,24 @@ def test_finetune_command_writes_a_result(tmp_path, monkeypatch):
     assert on_disk["top1"] == out["top1"] and [e["epoch"] for e in out["evals"]] == [1, 2]
     assert out["layer_decay"] == 0.65 and out["drop_path"] == 0.1 and out["lr"] == pytest.approx(5e-4 * 16 / 256)
     assert 0.0 <= out["top1"] <= 100.0 and out["max_top1"] >= out["top1"]
+
+
+def test_finetune_and_augmented_probe_run_under_torchrun(tmp_path):
+    """'Any process count': both training evaluators run data-parallel over gloo and score every test image."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt = write_mae_checkpoint(tmp_path / "run" / "checkpoint-00000001.pt", tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SSLAB_CACHE": str(tmp_path / "cache")}
+    common = [str(ckpt), "--data", "demo", "--train-size", "128", "--test-size", "60", "--num-workers", "0",
+              "--batch-size", "32", "--epochs", "1", "--warmup-epochs", "0", "--wandb-mode", "disabled"]
+    for port, module, extra in (("29541", "sslab.eval.finetune", ["--name", "ft2"]),
+                                ("29542", "sslab.eval.linear_probe", ["--mode", "augmented", "--name", "aug2"])):
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                              port, "-m", module, *common, *extra], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("ft2", "aug2"):
+        r = json.loads((tmp_path / "run" / "eval" / f"{name}.json").read_text())
+        assert r["world_size"] == 2 and r["test_size"] == 60 and 0.0 <= r["top1"] <= 100.0
