@@ -17,7 +17,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..encoders import build_encoder, encoder_spec, encoder_state_dict
 from ..engine.checkpoint import list_checkpoints
 from ..serialization import safe_load
-from .features import dataset_labels, file_fingerprint, subset_indices
+from .features import cached_features, dataset_labels, file_fingerprint, subset_indices
 
 log = logging.getLogger("sslab")
 
@@ -157,3 +157,12 @@ def open_labelled(spec: str, split: str, channels: int, size: int | None = None,
 def eval_preprocess(src: EncoderSource):
     """The deterministic eval transform of the encoder's run (resize, centre crop, normalise)."""
     return eval_transform(src.img_size, src.mean, src.std)
+
+
+def split_features(src: EncoderSource, train: LabelledData, test: LabelledData, feature: str, batch_size: int,
+                   num_workers: int, device, use_cache: bool = True):
+    """((features, labels, indices) of ``train``, the same of ``test``): frozen features through the cache."""
+    src.encoder.to(device)
+    tf = eval_preprocess(src)
+    return tuple(cached_features(src.encoder, src.fingerprint, d.dataset, d.spec, d.split, tf, feature, d.indices,
+                                 batch_size, num_workers, device, use_cache) for d in (train, test))

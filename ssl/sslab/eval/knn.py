@@ -18,8 +18,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..engine.distributed import make_accelerator
-from .cli import add_common_args, eval_preprocess, open_labelled, source_from_args
-from .features import world_info, cached_features
+from .cli import add_common_args, open_labelled, source_from_args, split_features
+from .features import world_info
 from .results import report
 
 log = logging.getLogger("sslab")
@@ -84,12 +84,8 @@ def run_knn(src, train, test, feature: str = "cls", ks: tuple[int, ...] = DEFAUL
     """k-NN of an :class:`~sslab.eval.cli.EncoderSource` on :class:`~sslab.eval.cli.LabelledData` splits;
     returns the result dict (headline ``top1`` at k=20, or the largest k below 20 if 20 is not asked for)."""
     t0 = time.perf_counter()
-    src.encoder.to(device)
-    tf = eval_preprocess(src)
-    ftr, ytr, itr = cached_features(src.encoder, src.fingerprint, train.dataset, train.spec, train.split, tf, feature,
-                                    train.indices, batch_size, num_workers, device, use_cache)
-    fte, yte, ite = cached_features(src.encoder, src.fingerprint, test.dataset, test.spec, test.split, tf, feature,
-                                    test.indices, batch_size, num_workers, device, use_cache)
+    (ftr, ytr, itr), (fte, yte, ite) = split_features(src, train, test, feature, batch_size, num_workers, device,
+                                                      use_cache)
     t_feat = time.perf_counter() - t0
     acc = knn_accuracy(ftr, ytr, fte, yte, ks, temperature, device=device)
     head = 20 if 20 in ks else max((k for k in ks if k <= 20), default=ks[0])

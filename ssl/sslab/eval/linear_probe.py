@@ -37,7 +37,7 @@ from ..data.sampler import ShardedBatchSampler
 from ..data.transforms import mae_transform
 from ..engine.distributed import make_accelerator
 from ..schedules import warmup_cosine
-from .cli import add_common_args, eval_preprocess, open_labelled, source_from_args
+from .cli import add_common_args, eval_preprocess, open_labelled, source_from_args, split_features
 from .features import cached_features, check_feature, dataset_labels, encode, split_indices
 from .lars import LARS
 from .results import report
@@ -178,12 +178,8 @@ def run_linear_probe(src, train, test, feature: str = "cls", lrs=DEFAULT_LRS, wd
                      seed: int = 0) -> dict[str, Any]:
     """The cached-feature probe of an :class:`~sslab.eval.cli.EncoderSource` on labelled splits."""
     t0 = time.perf_counter()
-    src.encoder.to(device)
-    tf = eval_preprocess(src)
-    ftr, ytr, itr = cached_features(src.encoder, src.fingerprint, train.dataset, train.spec, train.split, tf, feature,
-                                    train.indices, batch_size, num_workers, device, use_cache)
-    fte, yte, ite = cached_features(src.encoder, src.fingerprint, test.dataset, test.spec, test.split, tf, feature,
-                                    test.indices, batch_size, num_workers, device, use_cache)
+    (ftr, ytr, itr), (fte, yte, ite) = split_features(src, train, test, feature, batch_size, num_workers, device,
+                                                      use_cache)
     t_feat = time.perf_counter() - t0
     out = probe_cached_features(ftr, ytr, fte, yte, lrs, wds, epochs, head_batch_size, val_fraction, seed=seed,
                                 device=device)
