@@ -125,6 +125,16 @@ class Config:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+def encoder_kwargs(config: "Config | dict[str, Any]") -> dict[str, Any]:
+    """``timm.create_model`` keywords of a run's encoder (img_size, in_chans, patch_size, model_kwargs),
+    from a Config or the config dict saved in a checkpoint."""
+    c = config.to_dict() if isinstance(config, Config) else config
+    kw: dict[str, Any] = dict(img_size=c["img_size"], in_chans=c["in_chans"], **c.get("model_kwargs", {}))
+    if c.get("patch_size") is not None:
+        kw["patch_size"] = c["patch_size"]
+    return kw
+
+
 def _parse_bool(s: str) -> bool:
     v = s.strip().lower()
     if v in ("1", "true", "yes", "on"):

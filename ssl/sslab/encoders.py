@@ -15,6 +15,7 @@ import timm
 import torch
 from torch import nn
 
+from .config import encoder_kwargs
 from .engine.checkpoint import load_checkpoint
 
 # Keys of an MAE model that belong to the MAE task, not to the encoder. A Swin MAE keeps timm's Swin keys at the
@@ -24,10 +25,7 @@ MAE_ONLY_PREFIXES = ("mask_token", "decoder_", "input_mask_token")
 
 def encoder_spec(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(timm name, create_model kwargs) of the encoder described by a run config dict."""
-    kwargs: dict[str, Any] = dict(img_size=config["img_size"], in_chans=config["in_chans"],
-                                  **config.get("model_kwargs", {}))
-    if config.get("patch_size") is not None:
-        kwargs["patch_size"] = config["patch_size"]
+    kwargs = encoder_kwargs(config)
     kwargs.pop("drop_path_rate", None)  # a training-time regulariser, not part of the architecture
     return config["model"], kwargs
 

@@ -4,7 +4,8 @@ A branch is a plain object with ``model`` (the trainable nn.Module the engine op
 unwrapped, while the ``model`` argument of the hooks below may be DDP-wrapped),
 ``transform()`` (the per-sample augmentation), ``setup(device, steps_per_epoch)`` (called once the
 engine has prepared ``model``: move extra modules, build per-step schedules), ``no_weight_decay()``, ``loss(model, batch, epoch, step)``
--> ``(loss, metrics)``, ``before_step(model, step, epoch)`` (gradients are unscaled and
+-> ``(loss, metrics)`` (``batch`` is ``[views on the device, labels, sample indices, skip counts]``,
+the last three on the CPU), ``before_step(model, step, epoch)`` (gradients are unscaled and
 clipped; e.g. freeze a layer), ``after_step(model, step)`` (e.g. EMA teacher) and ``state_dict()/load_state_dict()`` for any state
 outside the model and optimiser. ``BRANCHES`` maps ``Config.method`` to its constructor.
 """

@@ -8,7 +8,6 @@ and the per-iteration teacher momentum, and saves them in ``checkpoint["branch"]
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from typing import Any
@@ -20,8 +19,9 @@ import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
 from torch import nn
 
-from ..config import Config
+from ..config import Config, encoder_kwargs
 from ..data.multicrop import MultiCropTransform
+from ..data.seeding import sample_seed
 from ..losses.dino_loss import DINOLoss
 from ..models.dino import MultiCropWrapper
 from ..models.dino_head import DINOHead
@@ -42,18 +42,10 @@ EMBEDDING_STD_COLLAPSED = 0.05  # std of unit-norm embeddings x sqrt(dim): ~1 he
 COLLAPSE_PATIENCE = 3           # consecutive checks (log rows) before warning
 
 
-def backbone_kwargs(cfg: Config) -> dict[str, Any]:
-    """``timm.create_model`` keywords of the run's encoder (the teacher overrides ``drop_path_rate``)."""
-    kw: dict[str, Any] = dict(img_size=cfg.img_size, in_chans=cfg.in_chans, **cfg.model_kwargs)
-    if cfg.patch_size is not None:
-        kw["patch_size"] = cfg.patch_size
-    return kw
-
-
 def build_backbone(cfg: Config, **overrides: Any) -> nn.Module:
     """The timm encoder, returning pooled embeddings (num_classes=0); ViT position embeddings are
     interpolated for crops of another size (``dynamic_img_size``)."""
-    kw = {**backbone_kwargs(cfg), **overrides}
+    kw = {**encoder_kwargs(cfg), **overrides}
     return timm.create_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
 
 
@@ -67,9 +59,8 @@ def build_dino_model(cfg: Config, teacher: bool = False) -> MultiCropWrapper:
 
 
 def micro_batch_seed(seed: int, epoch: int, first_index: int) -> int:
-    """A 63-bit seed for the random layers (drop path) of one micro-batch, keyed like the data streams."""
-    key = f"{seed}/{epoch}/{first_index}/drop_path".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & ((1 << 63) - 1)
+    """A seed for the random layers (drop path) of one micro-batch, keyed like the data streams."""
+    return sample_seed(seed, epoch, first_index, "drop_path")
 
 
 def global_crops_size(cfg: Config) -> int:
@@ -204,7 +195,7 @@ class DINOBranch:
             got = len(views) if isinstance(views, (list, tuple)) else "a single tensor"
             raise ValueError(f"DINO expects {self.ncrops} views per image (2 global + {self.cfg.local_crops_number} "
                              f"local), got {got}; the transform must be DINOBranch.transform()")
-        seed = micro_batch_seed(self.cfg.seed, epoch, int(batch[2][0]))  # before any GPU work is queued
+        seed = micro_batch_seed(self.cfg.seed, epoch, int(batch[2][0]))  # indices stay on the CPU
         with torch.no_grad():
             teacher_out, teacher_emb = self.teacher(views[:2], return_embeddings=True)  # only global views
         # Stochastic depth draws from the global generator; a generator forked and seeded by the

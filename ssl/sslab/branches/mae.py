@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, encoder_kwargs
 from ..data.seeding import sample_uniform
 from ..data.transforms import mae_transform
 from ..models.mae import create_mae
@@ -16,12 +16,8 @@ from ..models.swin_mae import create_swin_mae, is_timm_swin
 
 def mae_model_kwargs(cfg: Config) -> dict[str, Any]:
     """The ``create_mae`` keywords a config asks for."""
-    kw: dict[str, Any] = dict(img_size=cfg.img_size, in_chans=cfg.in_chans, norm_pix_loss=cfg.norm_pix_loss,
-                              decoder_embed_dim=cfg.decoder_embed_dim, decoder_depth=cfg.decoder_depth,
-                              decoder_num_heads=cfg.decoder_num_heads, **cfg.model_kwargs)
-    if cfg.patch_size is not None:
-        kw["patch_size"] = cfg.patch_size
-    return kw
+    return dict(encoder_kwargs(cfg), norm_pix_loss=cfg.norm_pix_loss, decoder_embed_dim=cfg.decoder_embed_dim,
+                decoder_depth=cfg.decoder_depth, decoder_num_heads=cfg.decoder_num_heads)
 
 
 class MAEBranch:

@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-STREAMS = {"augment": 0, "mask": 1}
+STREAMS = {"augment": 0, "mask": 1, "drop_path": 2}  # drop_path: keyed by a micro-batch's first sample
 
 
 def sample_seed(seed: int, epoch: int, index: int, stream: str = "augment") -> int:

@@ -186,8 +186,12 @@ def train(cfg: Config) -> dict[str, Any]:
         for micro, batch in enumerate(loader, start=micro_start):
             if micro >= micro_end:
                 break
-            batch = [b.to(acc.device, non_blocking=True) if torch.is_tensor(b) else
-                     [v.to(acc.device, non_blocking=True) for v in b] for b in batch]
+            # Only the views go to the device; labels, sample indices and skip counts stay on the CPU,
+            # where the branches and the log read them without a device sync.
+            views, *meta = batch
+            views = ([v.to(acc.device, non_blocking=True) for v in views] if isinstance(views, (list, tuple))
+                     else views.to(acc.device, non_blocking=True))
+            batch = [views, *meta]
             sync = (micro + 1) % cfg.accum_iter == 0
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 with acc.autocast():
