@@ -76,8 +76,9 @@ def resolve_split(root: Path, split: str) -> Path:
 
 
 def open_images(spec: str, split: str = "train", in_memory: bool = False, channels: int = 3,
-                skip_bad_files: bool = False):
-    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory)."""
+                skip_bad_files: bool = False, encoded: bool = False):
+    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory;
+    with ``encoded``, files that are not held in memory come as paths for the transform to decode)."""
     if spec == "demo" or spec.startswith("demo:"):
         return load_demo(spec.partition(":")[2] or split, channels)
     path = Path(spec).expanduser()
@@ -92,4 +93,4 @@ def open_images(spec: str, split: str = "train", in_memory: bool = False, channe
     root = resolve_split(path, split)
     if in_memory:
         return load_folder_in_memory(root, cache_dir(), skip_bad_files)
-    return ImageFolder(root)
+    return ImageFolder(root, encoded=encoded)

@@ -1,0 +1,203 @@
+"""DINO's photometric augmentations, batched with per-sample parameters on the model's device.
+
+The official ``DataAugmentationDINO`` (Caron et al. 2021, App. D; after BYOL's) applies, per view and
+after the crop: horizontal flip (p 0.5), colour jitter (p 0.8; brightness and contrast 0.4,
+saturation 0.2, hue 0.1, the four in a random order as torchvision's ``ColorJitter``), grayscale
+(p 0.2), Gaussian blur (sigma ~ U(0.1, 2); p 1.0 for the first global view, 0.1 for the second,
+0.5 for local views) and solarisation at 128 (p 0.2, second global view only).
+
+Here the split is: :func:`draw_params` draws every random number of a view on the CPU, in the data
+loader, under the per-sample seed (``data/seeding.py``), so resuming replays the same views; and
+:func:`apply_photometric` applies them to a whole batch of uint8 crops at once, on whatever device
+the batch is on (no random draws there). Parameters of one view are one row of :data:`PARAMS`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# Column of each parameter in a (V, len(PARAMS)) parameter row.
+PARAMS = ("flip", "jitter", "brightness", "contrast", "saturation", "hue", "order0", "order1", "order2",
+          "order3", "gray", "blur", "sigma", "solarize")
+COL = {name: i for i, name in enumerate(PARAMS)}
+
+JITTER = dict(p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)  # official ColorJitter(0.4, 0.4, 0.2, 0.1)
+FLIP_P, GRAY_P = 0.5, 0.2
+BLUR_SIGMA = (0.1, 2.0)  # PIL ImageFilter.GaussianBlur radius range of the official code (radius = sigma)
+SOLARIZE_THRESHOLD = 128 / 255  # PIL ImageOps.solarize(threshold=128) inverts values >= 128
+
+# Per-view probabilities of the official code: (blur p, solarize p).
+VIEW_KINDS = {"global1": (1.0, 0.0), "global2": (0.1, 0.2), "local": (0.5, 0.0)}
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert("L") and torchvision
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # the values of the order columns
+
+
+def draw_params(kinds: Sequence[str]) -> torch.Tensor:
+    """One row of photometric parameters per view, drawn from torch's global generator (seeded per sample).
+
+    ``kinds``: the kind of each view (a key of :data:`VIEW_KINDS`). Returns float32 (V, len(PARAMS)).
+    Factors follow torchvision's ColorJitter: brightness/contrast ~ U(0.6, 1.4), saturation
+    ~ U(0.8, 1.2), hue ~ U(-0.1, 0.1), order a random permutation of the four.
+    """
+    v = len(kinds)
+    u = torch.rand(v, 9)
+    out = torch.empty(v, len(PARAMS))
+    probs = torch.tensor([VIEW_KINDS[k] for k in kinds], dtype=torch.float32).reshape(v, 2)
+    out[:, COL["flip"]] = (u[:, 0] < FLIP_P).float()
+    out[:, COL["jitter"]] = (u[:, 1] < JITTER["p"]).float()
+    out[:, COL["brightness"]] = 1 - JITTER["brightness"] + 2 * JITTER["brightness"] * u[:, 2]
+    out[:, COL["contrast"]] = 1 - JITTER["contrast"] + 2 * JITTER["contrast"] * u[:, 3]
+    out[:, COL["saturation"]] = 1 - JITTER["saturation"] + 2 * JITTER["saturation"] * u[:, 4]
+    out[:, COL["hue"]] = -JITTER["hue"] + 2 * JITTER["hue"] * u[:, 5]
+    out[:, COL["order0"]:COL["order3"] + 1] = torch.rand(v, 4).argsort(dim=1).float()  # a permutation per view
+    out[:, COL["gray"]] = (u[:, 6] < GRAY_P).float()
+    out[:, COL["blur"]] = (u[:, 7] < probs[:, 0]).float()
+    out[:, COL["sigma"]] = BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[:, 8]
+    out[:, COL["solarize"]] = (torch.rand(v) < probs[:, 1]).float()
+    return out
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """(n, C, H, W) in [0, 1] -> (n, 1, H, W) luma (C = 1: the image itself)."""
+    if x.shape[1] == 1:
+        return x
+    return (GRAY_WEIGHTS[0] * x[:, 0] + GRAY_WEIGHTS[1] * x[:, 1] + GRAY_WEIGHTS[2] * x[:, 2]).unsqueeze(1)
+
+
+def brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision ``adjust_brightness``: blend with black; f (n,)."""
+    return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision ``adjust_contrast``: blend with the image's mean luma; f (n,)."""
+    f = f.view(-1, 1, 1, 1)
+    return (x * f + gray(x).mean(dim=(1, 2, 3), keepdim=True) * (1 - f)).clamp(0, 1)
+
+
+def saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision ``adjust_saturation``: blend with the luma image; f (n,)."""
+    f = f.view(-1, 1, 1, 1)
+    return (x * f + gray(x) * (1 - f)).clamp(0, 1)
+
+
+def hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue of (n, 3, H, W) in [0, 1] by ``shift`` (n,) turns, keeping value and chroma.
+
+    The hue in sixths of a turn is (g - b) / C, 2 + (b - r) / C or 4 + (r - g) / C as R, G or B is the
+    largest (C = max - min); back to RGB with the closed form channel = V - C * clamp(2 - |k - 2|, 0, 1),
+    k = (n + 6 H) mod 6 and n = 5, 3, 1 for R, G, B (torchvision's ``adjust_hue`` within 2e-6).
+    Float masks and ``frac`` instead of ``torch.where``/``remainder``, which are slow on CPU.
+    """
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    c = maxc - torch.minimum(torch.minimum(r, g), b)
+    is_r = maxc == r
+    fr = is_r.to(x.dtype)
+    fg = ((maxc == g) & ~is_r).to(x.dtype)
+    fb = 1.0 - fr - fg
+    h6 = ((g - b) * fr + (b - r) * fg + (r - g) * fb) / c.clamp_min(1e-12)  # c = 0: grey, any hue does
+    turns = (h6 + 2.0 * fg + 4.0 * fb) / 6.0 + shift.view(-1, 1, 1) + 1.0  # + 1: positive for frac
+    out = []
+    for n in (5.0, 3.0, 1.0):
+        k6 = torch.frac(turns + n / 6.0)  # k / 6
+        out.append(maxc - (2.0 - 6.0 * (k6 - 1.0 / 3.0).abs()).clamp(0, 1) * c)
+    return torch.stack(out, 1)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """RandomGrayscale with 3 output channels."""
+    return gray(x).expand_as(x).contiguous()
+
+
+def solarize(x: torch.Tensor) -> torch.Tensor:
+    """Invert values >= 128/255 (PIL ``ImageOps.solarize(img, 128)``); arithmetic, not ``where`` (CPU speed)."""
+    m = (x >= SOLARIZE_THRESHOLD).to(x.dtype)
+    return x + m * (1.0 - 2.0 * x)
+
+
+def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """(n,) sigmas -> (n, 2 * radius + 1) normalised 1-D Gaussian kernels."""
+    t = torch.arange(-radius, radius + 1, device=sigma.device, dtype=sigma.dtype)
+    k = torch.exp(-0.5 * (t / sigma.view(-1, 1)) ** 2)
+    return k / k.sum(1, keepdim=True)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (n, C, H, W), per-sample sigma (n,), kernels to +-3 sigma_max, reflect padding.
+
+    Written as a sum of shifted taps (not a grouped convolution, which is slow on CPU for one kernel per
+    image), so a compiled version fuses each direction into one loop.
+    """
+    n, c, h, w = x.shape
+    radius = min(math.ceil(3 * BLUR_SIGMA[1]), h - 1, w - 1)  # fixed for the sigma range: one compiled kernel
+    k = gaussian_kernels(sigma, radius).view(n, 1, 1, 1, -1)
+    xp = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    y = sum(k[..., t] * xp[..., t:t + w] for t in range(2 * radius + 1))
+    yp = F.pad(y, (0, 0, radius, radius), mode="reflect")
+    return sum(k[..., t] * yp[..., t:t + h, :] for t in range(2 * radius + 1))
+
+
+OPS = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue,
+       "grayscale": grayscale, "blur": blur, "solarize": solarize}
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # index = value of the order columns
+_COMPILED: dict[str, object] = {}
+
+
+def _op(name: str, compiled: bool):
+    """The function of one augmentation, eager or fused by ``torch.compile`` (dynamic batch size)."""
+    if not compiled:
+        return OPS[name]
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(OPS[name], dynamic=True)
+    return _COMPILED[name]
+
+
+def _on_subset(x: torch.Tensor, mask: torch.Tensor, fn, *args: torch.Tensor) -> None:
+    """``x[mask] = fn(x[mask], *args[mask])`` in place; the other samples are untouched."""
+    idx = mask.nonzero().flatten()
+    if idx.numel() == 0:
+        return
+    args = tuple(a.index_select(0, idx) for a in args)
+    if idx.numel() == x.shape[0]:
+        x.copy_(fn(x, *args))
+    else:
+        x.index_copy_(0, idx, fn(x.index_select(0, idx), *args))
+
+
+def apply_photometric(crops: torch.Tensor, params: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                      compiled: bool = False) -> torch.Tensor:
+    """Crops (N, C, H, W) and their :func:`draw_params` rows (N, P) -> normalised float32 (N, C, H, W).
+
+    ``crops`` are uint8, or float32 in [0, 1] (device crops; then they are overwritten in place).
+
+    Order of the official pipeline: flip -> colour jitter (random order) -> grayscale -> blur ->
+    solarise -> normalise. Deterministic given ``params``; runs on the device of ``crops``; each
+    operation runs once per batch on the views it applies to. ``compiled`` fuses each operation with
+    ``torch.compile`` (several times faster on CPU, where eager elementwise chains are memory bound).
+    """
+    if crops.dtype not in (torch.uint8, torch.float32) or crops.ndim != 4:
+        raise ValueError(f"expected uint8 or float32 crops (N, C, H, W), got {crops.dtype} {tuple(crops.shape)}")
+    if params.shape != (crops.shape[0], len(PARAMS)):
+        raise ValueError(f"expected params ({crops.shape[0]}, {len(PARAMS)}), got {tuple(params.shape)}")
+    p = params.to(crops.device, torch.float32)
+    x = crops.to(torch.float32).mul_(1 / 255) if crops.dtype == torch.uint8 else crops
+    _on_subset(x, p[:, COL["flip"]] > 0, lambda s: s.flip(-1))
+    jitter, rgb = p[:, COL["jitter"]] > 0, x.shape[1] == 3
+    for slot in range(4):  # torchvision's ColorJitter: the four adjustments in a random order per view
+        order = p[:, COL[f"order{slot}"]]
+        for op, name in enumerate(JITTER_OPS):
+            if rgb or name in ("brightness", "contrast"):  # saturation and hue leave one channel unchanged
+                _on_subset(x, jitter & (order == op), _op(name, compiled), p[:, COL[name]])
+    if rgb:
+        _on_subset(x, p[:, COL["gray"]] > 0, _op("grayscale", compiled))
+    if min(x.shape[-2:]) > 1:
+        _on_subset(x, p[:, COL["blur"]] > 0, _op("blur", compiled), p[:, COL["sigma"]])
+    _on_subset(x, p[:, COL["solarize"]] > 0, _op("solarize", compiled))
+    m = torch.tensor(list(mean), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    sd = torch.tensor(list(std), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return x.sub_(m).div_(sd)
