@@ -75,12 +75,17 @@ def open_for_crops(image, boxes_for) -> tuple[Image.Image, list, float, float]:
     the boxes and the x/y factors from the full-size grid to the decoded one.
     """
     if isinstance(image, (str, os.PathLike)):
-        with Image.open(image) as probe:
-            width, height, fmt = probe.size[0], probe.size[1], probe.format
-        boxes, sizes = boxes_for(width, height)
-        factor = draft_factor(boxes, sizes) if fmt == "JPEG" else 1
-        img = load_rgb(image, draft=(math.ceil(width / factor), math.ceil(height / factor)) if factor > 1 else None)
-        return img, boxes, img.size[0] / width, img.size[1] / height
+        drawn = {}
+
+        def draft(width: int, height: int):  # called once with the file's size, before decoding
+            drawn["boxes"], sizes = boxes_for(width, height)
+            drawn["size"] = (width, height)
+            factor = draft_factor(drawn["boxes"], sizes)
+            return (math.ceil(width / factor), math.ceil(height / factor)) if factor > 1 else None
+
+        img = load_rgb(image, draft=draft)
+        width, height = drawn["size"]
+        return img, drawn["boxes"], img.size[0] / width, img.size[1] / height
     if isinstance(image, torch.Tensor):
         arr = image.permute(1, 2, 0).numpy()
         image = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -14,15 +15,18 @@ class BadImageError(RuntimeError):
     """An image file that could not be decoded; the message names the file."""
 
 
-def load_rgb(path: str | os.PathLike, draft: tuple[int, int] | None = None) -> Image.Image:
+def load_rgb(path: str | os.PathLike, draft: Callable[[int, int], tuple[int, int] | None] | None = None) -> Image.Image:
     """Decode any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit...) to 8-bit RGB.
 
-    ``draft`` (JPEG only): decode at the smallest 1/2, 1/4 or 1/8 scale still at least this (w, h).
+    ``draft`` is called with the full (width, height) before decoding; if it returns a size, a JPEG
+    is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least that size (other formats in full).
     """
     try:
         with Image.open(path) as img:
-            if draft is not None and img.format == "JPEG":
-                img.draft("RGB", draft)
+            if draft is not None:
+                size = draft(*img.size)
+                if size is not None and img.format == "JPEG":
+                    img.draft("RGB", size)
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")  # palette transparency must go through RGBA first

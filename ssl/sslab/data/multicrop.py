@@ -126,8 +126,7 @@ class MultiCropCrops:
 
 def multicrop_views(batch: list[torch.Tensor], mean: Sequence[float], std: Sequence[float],
                     images: torch.Tensor | None = None, index: torch.Tensor | None = None,
-                    global_crops_size: int | None = None, local_crops_size: int | None = None,
-                    compiled: bool = False) -> list[torch.Tensor]:
+                    global_crops_size: int | None = None, local_crops_size: int | None = None) -> list[torch.Tensor]:
     """The device's half: a collated :class:`MultiCropCrops` batch -> the 2 + K views, each (B, C, S, S).
 
     ``batch`` is ``[globals (B, 2, C, G, G), locals (B, K, C, L, L), params (B, 2, P), params (B, K, P)]``
@@ -148,6 +147,6 @@ def multicrop_views(batch: list[torch.Tensor], mean: Sequence[float], std: Seque
         else:
             x = crops.transpose(0, 1).reshape(v * b, *crops.shape[2:])  # view-major, uint8
         p = params.transpose(0, 1).reshape(v * b, params.shape[-1])
-        x = apply_photometric(x, p, mean, std, compiled)
+        x = apply_photometric(x, p, mean, std)
         out += list(x.view(v, b, *x.shape[1:]).unbind(0))
     return out

@@ -29,6 +29,7 @@ COL = {name: i for i, name in enumerate(PARAMS)}
 JITTER = dict(p=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)  # official ColorJitter(0.4, 0.4, 0.2, 0.1)
 FLIP_P, GRAY_P = 0.5, 0.2
 BLUR_SIGMA = (0.1, 2.0)  # PIL ImageFilter.GaussianBlur radius range of the official code (radius = sigma)
+BLUR_GROUPS = ((0.0, 2 / 3), (2 / 3, 4 / 3), (4 / 3, BLUR_SIGMA[1]))  # sigma ranges blurred together (radius 2, 4, 6)
 SOLARIZE_THRESHOLD = 128 / 255  # PIL ImageOps.solarize(threshold=128) inverts values >= 128
 
 # Per-view probabilities of the official code: (blur p, solarize p).
@@ -66,24 +67,30 @@ def gray(x: torch.Tensor) -> torch.Tensor:
     """(n, C, H, W) in [0, 1] -> (n, 1, H, W) luma (C = 1: the image itself)."""
     if x.shape[1] == 1:
         return x
-    return (GRAY_WEIGHTS[0] * x[:, 0] + GRAY_WEIGHTS[1] * x[:, 1] + GRAY_WEIGHTS[2] * x[:, 2]).unsqueeze(1)
+    return torch.mul(x[:, 0], GRAY_WEIGHTS[0]).add_(x[:, 1], alpha=GRAY_WEIGHTS[1]).add_(
+        x[:, 2], alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
 
+
+# The operations below work in place on their input (a gathered copy of the views they apply to)
+# and return it: eager elementwise chains on the CPU are bound by memory traffic and allocations.
 
 def brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """torchvision ``adjust_brightness``: blend with black; f (n,)."""
-    return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
+    return x.mul_(f.view(-1, 1, 1, 1)).clamp_(0, 1)
 
 
 def contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """torchvision ``adjust_contrast``: blend with the image's mean luma; f (n,)."""
     f = f.view(-1, 1, 1, 1)
-    return (x * f + gray(x).mean(dim=(1, 2, 3), keepdim=True) * (1 - f)).clamp(0, 1)
+    mean = gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    return x.mul_(f).add_(mean * (1 - f)).clamp_(0, 1)
 
 
 def saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """torchvision ``adjust_saturation``: blend with the luma image; f (n,)."""
     f = f.view(-1, 1, 1, 1)
-    return (x * f + gray(x) * (1 - f)).clamp(0, 1)
+    g = gray(x)
+    return x.mul_(f).addcmul_(g, 1 - f).clamp_(0, 1)
 
 
 def hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -95,30 +102,32 @@ def hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     Float masks and ``frac`` instead of ``torch.where``/``remainder``, which are slow on CPU.
     """
     r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    c = maxc - torch.minimum(torch.minimum(r, g), b)
+    maxc = torch.maximum(r, g)
+    torch.maximum(maxc, b, out=maxc)
+    c = torch.minimum(r, g)
+    torch.minimum(c, b, out=c)
+    c.neg_().add_(maxc)  # chroma
     is_r = maxc == r
     fr = is_r.to(x.dtype)
-    fg = ((maxc == g) & ~is_r).to(x.dtype)
-    fb = 1.0 - fr - fg
-    h6 = ((g - b) * fr + (b - r) * fg + (r - g) * fb) / c.clamp_min(1e-12)  # c = 0: grey, any hue does
-    turns = (h6 + 2.0 * fg + 4.0 * fb) / 6.0 + shift.view(-1, 1, 1) + 1.0  # + 1: positive for frac
-    out = []
-    for n in (5.0, 3.0, 1.0):
-        k6 = torch.frac(turns + n / 6.0)  # k / 6
-        out.append(maxc - (2.0 - 6.0 * (k6 - 1.0 / 3.0).abs()).clamp(0, 1) * c)
-    return torch.stack(out, 1)
+    fg = (maxc == g).logical_and_(is_r.logical_not_()).to(x.dtype)
+    fb = torch.sub(1.0, fr).sub_(fg)
+    turns = torch.sub(g, b).mul_(fr).addcmul_(b - r, fg).addcmul_(r - g, fb).div_(c.clamp_min(1e-12))  # c = 0: grey
+    turns.add_(fg, alpha=2.0).add_(fb, alpha=4.0).div_(6.0).add_(shift.view(-1, 1, 1) + 1.0)  # + 1: positive for frac
+    for ch, n in enumerate((5.0, 3.0, 1.0)):  # r, g, b are no longer read: write the channels in place
+        k = torch.add(turns, n / 6.0).frac_().sub_(1.0 / 3.0).abs_().mul_(-6.0).add_(2.0).clamp_(0, 1)
+        torch.addcmul(maxc, k, c, value=-1.0, out=x[:, ch])
+    return x
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     """RandomGrayscale with 3 output channels."""
-    return gray(x).expand_as(x).contiguous()
+    return x.copy_(gray(x).expand_as(x))
 
 
 def solarize(x: torch.Tensor) -> torch.Tensor:
     """Invert values >= 128/255 (PIL ``ImageOps.solarize(img, 128)``); arithmetic, not ``where`` (CPU speed)."""
     m = (x >= SOLARIZE_THRESHOLD).to(x.dtype)
-    return x + m * (1.0 - 2.0 * x)
+    return x.mul_(m.mul(-2.0).add_(1.0)).add_(m)
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -135,7 +144,7 @@ def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     temporaries. (A grouped convolution with one kernel per image is ~20x slower on CPU.)
     """
     n, c, h, w = x.shape
-    radius = min(math.ceil(3 * BLUR_SIGMA[1]), h - 1, w - 1)  # reflect padding needs pad < size
+    radius = min(math.ceil(3 * float(sigma.max())), h - 1, w - 1)  # reflect padding needs pad < size
     k = gaussian_kernels(sigma, radius).view(n, 1, 1, 1, -1)
     taps = range(2 * radius + 1)
     xp = F.pad(x, (radius, radius, 0, 0), mode="reflect")
@@ -152,19 +161,8 @@ def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return out
 
 
-OPS = {"brightness": brightness, "contrast": contrast, "saturation": saturation, "hue": hue,
-       "grayscale": grayscale, "blur": blur, "solarize": solarize}
-JITTER_OPS = ("brightness", "contrast", "saturation", "hue")  # index = value of the order columns
-_COMPILED: dict[str, object] = {}
-
-
-def _op(name: str, compiled: bool):
-    """The function of one augmentation, eager or fused by ``torch.compile`` (dynamic batch size)."""
-    if not compiled:
-        return OPS[name]
-    if name not in _COMPILED:
-        _COMPILED[name] = torch.compile(OPS[name], dynamic=True)
-    return _COMPILED[name]
+JITTER_OPS = (brightness, contrast, saturation, hue)  # index = value of the order columns
+CPU_CHUNK = 3_000_000  # values per chunk of views on the CPU: the temporaries of a chunk stay in cache
 
 
 def _on_subset(x: torch.Tensor, mask: torch.Tensor, fn, *args: torch.Tensor) -> None:
@@ -179,35 +177,52 @@ def _on_subset(x: torch.Tensor, mask: torch.Tensor, fn, *args: torch.Tensor) -> 
         x.index_copy_(0, idx, fn(x.index_select(0, idx), *args))
 
 
-def apply_photometric(crops: torch.Tensor, params: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                      compiled: bool = False) -> torch.Tensor:
+def apply_photometric(crops: torch.Tensor, params: torch.Tensor, mean: Sequence[float],
+                      std: Sequence[float]) -> torch.Tensor:
     """Crops (N, C, H, W) and their :func:`draw_params` rows (N, P) -> normalised float32 (N, C, H, W).
 
     ``crops`` are uint8, or float32 in [0, 1] (device crops; then they are overwritten in place).
-
     Order of the official pipeline: flip -> colour jitter (random order) -> grayscale -> blur ->
     solarise -> normalise. Deterministic given ``params``; runs on the device of ``crops``; each
-    operation runs once per batch on the views it applies to. ``compiled`` fuses each operation with
-    ``torch.compile`` (several times faster on CPU, where eager elementwise chains are memory bound).
+    operation runs once per batch (on the CPU: per chunk of views) on the views it applies to.
     """
     if crops.dtype not in (torch.uint8, torch.float32) or crops.ndim != 4:
         raise ValueError(f"expected uint8 or float32 crops (N, C, H, W), got {crops.dtype} {tuple(crops.shape)}")
     if params.shape != (crops.shape[0], len(PARAMS)):
         raise ValueError(f"expected params ({crops.shape[0]}, {len(PARAMS)}), got {tuple(params.shape)}")
     p = params.to(crops.device, torch.float32)
-    x = crops.to(torch.float32).mul_(1 / 255) if crops.dtype == torch.uint8 else crops
+    out = torch.empty(crops.shape, device=crops.device) if crops.dtype == torch.uint8 else crops
+    n = crops.shape[0]
+    chunk = max(1, CPU_CHUNK // max(1, crops[0].numel())) if crops.device.type == "cpu" else n
+    for i in range(0, n, chunk):
+        x = out[i:i + chunk]
+        if crops.dtype == torch.uint8:
+            x.copy_(crops[i:i + chunk]).mul_(1 / 255)
+        _photometric_(x, p[i:i + chunk])
+    return normalize_(out, mean, std)
+
+
+def _photometric_(x: torch.Tensor, p: torch.Tensor) -> None:
+    """All augmentations of :func:`apply_photometric`, in place on float views x (n, C, H, W) in [0, 1]."""
     _on_subset(x, p[:, COL["flip"]] > 0, lambda s: s.flip(-1))
     jitter, rgb = p[:, COL["jitter"]] > 0, x.shape[1] == 3
     for slot in range(4):  # torchvision's ColorJitter: the four adjustments in a random order per view
         order = p[:, COL[f"order{slot}"]]
-        for op, name in enumerate(JITTER_OPS):
-            if rgb or name in ("brightness", "contrast"):  # saturation and hue leave one channel unchanged
-                _on_subset(x, jitter & (order == op), _op(name, compiled), p[:, COL[name]])
+        for op, fn in enumerate(JITTER_OPS):
+            if rgb or fn in (brightness, contrast):  # saturation and hue leave one channel unchanged
+                _on_subset(x, jitter & (order == op), fn, p[:, COL[fn.__name__]])
     if rgb:
-        _on_subset(x, p[:, COL["gray"]] > 0, _op("grayscale", compiled))
+        _on_subset(x, p[:, COL["gray"]] > 0, grayscale)
     if min(x.shape[-2:]) > 1:
-        _on_subset(x, p[:, COL["blur"]] > 0, _op("blur", compiled), p[:, COL["sigma"]])
-    _on_subset(x, p[:, COL["solarize"]] > 0, _op("solarize", compiled))
-    m = torch.tensor(list(mean), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    sd = torch.tensor(list(std), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return x.sub_(m).div_(sd)
+        # kernels to +-3 sigma: views grouped by sigma so that small sigmas get short kernels
+        blurred, sigma = p[:, COL["blur"]] > 0, p[:, COL["sigma"]]
+        for lo, hi in BLUR_GROUPS:
+            _on_subset(x, blurred & (sigma > lo) & (sigma <= hi), blur, sigma)
+    _on_subset(x, p[:, COL["solarize"]] > 0, solarize)
+
+
+def normalize_(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """In place: (x - mean) / std per channel, as one multiply-add."""
+    scale = torch.tensor([1 / s for s in std], device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return torch.addcmul(shift, x, scale, out=x)
