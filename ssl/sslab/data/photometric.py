@@ -137,14 +137,15 @@ def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
     return k / k.sum(1, keepdim=True)
 
 
-def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of (n, C, H, W), per-sample sigma (n,), kernels to +-3 sigma_max, reflect padding.
+def blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float = BLUR_SIGMA[1]) -> torch.Tensor:
+    """Separable Gaussian blur of (n, C, H, W), per-sample sigma (n,) <= ``max_sigma``, kernels to
+    +-3 ``max_sigma`` (fixed: a view's result does not depend on its batch), reflect padding.
 
     A sum of shifted taps, one in-place ``addcmul_`` each with the per-sample weight broadcast: no
     temporaries. (A grouped convolution with one kernel per image is ~20x slower on CPU.)
     """
     n, c, h, w = x.shape
-    radius = min(math.ceil(3 * float(sigma.max())), h - 1, w - 1)  # reflect padding needs pad < size
+    radius = min(math.ceil(3 * max_sigma), h - 1, w - 1)  # reflect padding needs pad < size
     k = gaussian_kernels(sigma, radius).view(n, 1, 1, 1, -1)
     taps = range(2 * radius + 1)
     xp = F.pad(x, (radius, radius, 0, 0), mode="reflect")
@@ -217,7 +218,7 @@ def _photometric_(x: torch.Tensor, p: torch.Tensor) -> None:
         # kernels to +-3 sigma: views grouped by sigma so that small sigmas get short kernels
         blurred, sigma = p[:, COL["blur"]] > 0, p[:, COL["sigma"]]
         for lo, hi in BLUR_GROUPS:
-            _on_subset(x, blurred & (sigma > lo) & (sigma <= hi), blur, sigma)
+            _on_subset(x, blurred & (sigma > lo) & (sigma <= hi), lambda s, sg, hi=hi: blur(s, sg, hi), sigma)
     _on_subset(x, p[:, COL["solarize"]] > 0, solarize)
 
 
