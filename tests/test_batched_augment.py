@@ -68,7 +68,7 @@ def test_parameters_follow_the_papers_probabilities_and_ranges():
 @pytest.mark.parametrize("scale", [(0.4, 1.0), (0.05, 0.4)])
 def test_crop_boxes_follow_random_resized_crop(scale):
     torch.manual_seed(0)
-    boxes = torch.tensor(crop_boxes(300, 200, scale, 4000), dtype=torch.float64)
+    boxes = torch.tensor(crop_boxes(300, 200, scale, 1500), dtype=torch.float64)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 300).all() and (boxes[:, 3] <= 200).all()
     area, ratio = w * h / (300 * 200), w / h
@@ -77,10 +77,10 @@ def test_crop_boxes_follow_random_resized_crop(scale):
     # torchvision's sampler on the same image: the same distribution of areas and ratios
     torch.manual_seed(1)
     tv = torch.tensor([RandomResizedCrop.get_params(torch.zeros(1, 200, 300), list(scale), [3 / 4, 4 / 3])
-                       for _ in range(4000)], dtype=torch.float64)
+                       for _ in range(1500)], dtype=torch.float64)
     tv_area, tv_ratio = tv[:, 2] * tv[:, 3] / (300 * 200), tv[:, 3] / tv[:, 2]
-    assert abs(area.mean() - tv_area.mean()) < 0.02 * scale[1]
-    assert abs(ratio.log().mean() - tv_ratio.log().mean()) < 0.02
+    assert abs(area.mean() - tv_area.mean()) < 0.03 * scale[1]
+    assert abs(ratio.log().mean() - tv_ratio.log().mean()) < 0.03
 
 
 def reference_view(u8, prm, mean=MEAN, std=STD):
