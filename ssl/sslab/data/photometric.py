@@ -82,7 +82,8 @@ def brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 def contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """torchvision ``adjust_contrast``: blend with the image's mean luma; f (n,)."""
     f = f.view(-1, 1, 1, 1)
-    mean = gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    means = x.mean(dim=(2, 3), keepdim=True)  # the mean luma is the luma of the channel means
+    mean = gray(means) if x.shape[1] == 3 else means
     return x.mul_(f).add_(mean * (1 - f)).clamp_(0, 1)
 
 
