@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
+from ..errors import SslabError
 from .device_crop import crop_on_device
 from .fast_crop import crop_boxes, cut, open_for_crops
 from .photometric import apply_photometric, draw_params
@@ -80,9 +81,10 @@ class MultiCropTransform:
 def _check_scales(global_crops_scale, local_crops_scale, local_crops_number) -> None:
     for name, scale in (("global_crops_scale", global_crops_scale), ("local_crops_scale", local_crops_scale)):
         if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-            raise ValueError(f"{name} must be (min, max) with 0 < min <= max <= 1, got {tuple(scale)}")
+            raise SslabError(f"{name} is {tuple(scale)}; give (min, max) area fractions with 0 < min <= max <= 1, "
+                             f"e.g. --{name.replace('_', '-')} 0.4,1.0")
     if local_crops_number < 0:
-        raise ValueError(f"local_crops_number must be >= 0, got {local_crops_number}")
+        raise SslabError(f"local_crops_number is {local_crops_number}; give 0 (no local crops) or more")
 
 
 class MultiCropCrops:
