@@ -71,6 +71,7 @@ class Config:
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996          # EMA momentum, cosine to 1 per iteration (0.9995 for batch 256)
     freeze_last_layer: int = 1               # epochs with the head's last layer frozen
+    pos_interpolation: str = "dino"          # ViT positions for crops of another size: "dino" (official interpolate_pos_encoding: bicubic, scale (n+0.1)/sqrt(N), no antialias) | "timm" (timm's antialiased resize)
 
     # --- optimisation ---
     epochs: int = 800
