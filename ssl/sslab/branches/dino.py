@@ -14,6 +14,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from ..models.dino import MultiCropWrapper
 from ..models.dino_head import DINOHead
 from ..models.dino_vit import POS_INTERPOLATIONS, init_dino_vit, use_dino_pos_interpolation
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
+from ..models.swin_pad_shift import use_pad_then_shift
 from ..schedules import warmup_cosine
 
 log = logging.getLogger("sslab")
@@ -61,6 +63,8 @@ def build_backbone(cfg: Config, **overrides: Any) -> nn.Module:
         init_dino_vit(backbone)
         if cfg.pos_interpolation == "dino":
             use_dino_pos_interpolation(backbone)
+    elif isinstance(backbone, SwinTransformer):
+        use_pad_then_shift(backbone)
     return backbone
 
 
