@@ -50,7 +50,7 @@ class Config:
     crop_scale: tuple[float, float] = (0.2, 1.0)
 
     # --- Swin ---
-    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (encoder computes visible units only) | "mask_token" (SimMIM-style baseline)
+    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (GreenMIM: encoder computes visible units only) | "mask_token" (SimMIM: all tokens, 1x1-conv head, L1 loss; decoder_* and norm_pix_loss unused)
 
     # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py; shared fields: sslab/method_defaults.py)
     out_dim: int = 65536                     # prototypes K of the DINO head
