@@ -14,17 +14,17 @@ from typing import Any
 
 import timm
 import torch
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.vision_transformer import VisionTransformer
 import torch.distributed as dist
 import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..config import Config, encoder_kwargs
-from ..errors import SslabError
 from ..data.multicrop import MultiCropTransform
 from ..data.seeding import sample_seed
+from ..errors import SslabError
 from ..losses.dino_loss import DINOLoss
 from ..models.dino import MultiCropWrapper
 from ..models.dino_head import DINOHead
