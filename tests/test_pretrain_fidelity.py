@@ -7,7 +7,6 @@ import importlib.util
 import math
 from pathlib import Path
 
-import pytest
 import torch
 from einops import rearrange
 from torch import nn
