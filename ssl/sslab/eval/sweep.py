@@ -43,7 +43,7 @@ from PIL import Image
 from ..config import Config, parse_args
 from ..data.sources import cache_dir, open_images
 from ..engine.checkpoint import list_checkpoints
-from ..engine.train import train
+from ..pretrain import train  # with the epoch-end hooks the config asks for
 from .cli import LabelledData, open_encoder, open_labelled
 from .features import dataset_fingerprint, dataset_labels, subset_indices
 from .results import read_result, report
