@@ -33,7 +33,7 @@ from ..schedules import constant, warmup_cosine
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .distributed import make_accelerator
 from .hooks import EpochEnd, EpochHook, run_epoch_hooks
-from .logger import RunLogger
+from .logger import RunLogger, sweep_trial_dir
 
 log = logging.getLogger("sslab")
 
@@ -98,6 +98,7 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     """Run (or resume) the pretraining described by ``cfg``, calling ``hooks`` at each epoch end
     (:mod:`.hooks`; ``sslab.train`` adds the ones the config asks for); returns a summary of the run."""
+    cfg = cfg.replace(output_dir=sweep_trial_dir(cfg.output_dir))  # a wandb sweep trial: its own folder
     validate(cfg)
     resume_path = resolve_resume(cfg.resume, cfg.output_dir)
     acc = make_accelerator(cfg.mixed_precision)
