@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..branches import BRANCHES
 from ..config import Config, parse_args
@@ -34,6 +32,8 @@ from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_
 from .distributed import make_accelerator
 from .hooks import EpochEnd, EpochHook, run_epoch_hooks
 from .logger import RunLogger, sweep_trial_dir
+from .progress import Progress
+from .run_record import keep_console_log, write_run_record
 
 log = logging.getLogger("sslab")
 
@@ -153,10 +153,12 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     run_dir = Path(cfg.output_dir)
     resolved = {**cfg.to_dict(), "lr_resolved": lr, "effective_batch": eff_batch, "world_size": world,
                 "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "dataset_size": len(dataset)}
-    logger = None
+    logger = console = None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        write_run_record(run_dir, world)  # command, git commit, versions, host, world size
+        console = keep_console_log(run_dir)
         logger = RunLogger(run_dir, resolved, cfg.wandb_mode, cfg.wandb_project, cfg.wandb_entity,
                            cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags)
 
@@ -170,8 +172,8 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
             save_checkpoint(state, run_dir, step, cfg.keep_last)
         acc.wait_for_everyone()
 
-    bar = tqdm(total=last_step, initial=step, disable=not (main and cfg.progress_bar), dynamic_ncols=True,
-               desc=f"{cfg.method} {cfg.model}", file=sys.stderr)
+    bar = Progress(cfg, main, step, last_step, eff_batch, steps_per_epoch)  # a tqdm bar on a TTY, else log lines
+    bar.start(len(dataset), eff_batch, lr, total_steps, cfg.mixed_precision, world, run_dir)
     window_loss = torch.zeros((), device=acc.device)
     window_micro, window_t0, skipped_total = 0, time.perf_counter(), 0
     params = [p for p in model.parameters() if p.requires_grad]
@@ -233,7 +235,7 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
                 if logger is not None:
                     logger.log(row, step)
                 summary["losses"].append(mean_loss)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{row['lr']:.2e}")
+                bar.row(row)
                 window_loss.zero_()
                 window_micro, window_t0 = 0, time.perf_counter()
 
@@ -250,9 +252,12 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
                 break
     if saved_step != step:
         checkpoint()
-    bar.close()
+    summary.update(bar.close())
     if logger is not None:
         logger.finish()
+    if console is not None:
+        logging.getLogger("sslab").removeHandler(console)
+        console.close()
     summary.update(step=step, epochs_done=step / steps_per_epoch, world_size=world, effective_batch=eff_batch,
                    lr=lr, steps_per_epoch=steps_per_epoch)
     return summary
