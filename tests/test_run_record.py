@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ def test_batch_job_console_and_run_folder(tmp_path):
     # A real process with its output going to pipes (no TTY), as under sbatch or nohup.
     out_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, str(ROOT / "experiments" / "mae_demo.py"), "--output-dir", str(out_dir), "--max-steps", "4",
+    # Through the sslab command (python -m sslab train RECIPE = sslab train RECIPE = python RECIPE).
+    cmd = [sys.executable, "-m", "sslab", "train", str(ROOT / "experiments" / "mae_demo.py"), "--output-dir", str(out_dir), "--max-steps", "4",
            "--log-every", "2", "--batch-size", "32", "--num-workers", "0", "--model-kwargs", '{"depth": 1}']
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -27,7 +29,7 @@ def test_batch_job_console_and_run_folder(tmp_path):
     record = json.loads((out_dir / "run.json").read_text())["launches"]
     assert len(record) == 1
     launch = record[0]
-    assert launch["command"].endswith(" ".join(cmd[1:]).replace('{"depth": 1}', "'{\"depth\": 1}'"))
+    assert launch["command"] == shlex.join(cmd)
     assert launch["world_size"] == 1 and launch["host"] and launch["versions"]["torch"] and launch["versions"]["timm"]
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if git.returncode == 0:

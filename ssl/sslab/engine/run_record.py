@@ -55,8 +55,9 @@ def versions() -> dict[str, str]:
 
 def launch_record(world_size: int, argv: list[str] | None = None) -> dict[str, Any]:
     """What this launch was: command, cwd, git, versions, host, world size, time."""
-    argv = sys.argv if argv is None else argv
-    return {"command": shlex.join([Path(sys.executable).name, *argv]), "cwd": os.getcwd(),
+    # sys.orig_argv: the command as typed (``python -m sslab train ...`` rewrites sys.argv for the recipe).
+    command = shlex.join(argv) if argv is not None else shlex.join(getattr(sys, "orig_argv", sys.argv))
+    return {"command": command, "cwd": os.getcwd(),
             "git": git_state(Path(__file__).resolve().parent), "versions": versions(),
             "host": socket.gethostname(), "platform": platform.platform(), "world_size": world_size,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
