@@ -2,6 +2,7 @@
 
 import json
 import logging
+import time
 
 from conftest import tiny_mae_config
 from sslab import train
@@ -91,3 +92,28 @@ def test_sweep_trials_get_their_own_folder(tmp_path, monkeypatch):
     second = train(cfg)
     assert first["run_dir"].endswith("sweep-abc123/r1") and second["run_dir"].endswith("sweep-abc123/r2")
     assert second["step"] == 2 and second["losses"] == first["losses"]
+
+
+def test_export_logged_as_an_offline_artifact_in_the_runs_group(tmp_path, monkeypatch, capsys):
+    from sslab.engine import list_checkpoints
+    from sslab.export import main as export_main
+
+    no_credentials(monkeypatch, tmp_path)
+    cfg = tiny_mae_config(tmp_path, max_steps=1, wandb_mode="offline", wandb_group="ablation")
+    train(cfg)
+    ckpt = list_checkpoints(cfg.output_dir)[-1]
+    export_main([str(ckpt), str(tmp_path / "exported"), "--wandb-artifact"])
+    err = capsys.readouterr().err
+    sync = [ln for ln in err.splitlines() if "wandb sync" in ln]
+    assert len(sync) == 1, err
+    folder = tmp_path / "run" / "wandb" / sync[0].split("wandb/")[-1]
+    assert folder.is_dir() and list(folder.glob("*.wandb"))  # the export run, beside the pretraining run
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    # wandb's protobuf records name the group and the artifact; its service may still be flushing them.
+    for _ in range(60):
+        record = next(folder.glob("*.wandb")).read_bytes()
+        if b"model.safetensors" in record:
+            break
+        time.sleep(0.5)
+    assert b"ablation" in record and b"run-encoder" in record and b"model.safetensors" in record

@@ -247,6 +247,41 @@ def model_card_metadata(meta: dict[str, Any], timm_cfg: dict[str, Any]) -> str:
     return "\n".join(lines + ["---", ""]) + "\n"
 
 
+def log_export_artifact(folder: str | os.PathLike, checkpoint_path: str | os.PathLike, mode: str = "auto") -> bool:
+    """Log an exported folder as a wandb artifact (type ``model``) from a short ``export`` run in the
+    pretraining run's project and group (read from its run folder). Returns whether it was logged; never fatal."""
+    from .engine.logger import offline_sync_command, resolve_wandb_mode, wandb_target
+
+    folder, run_dir = Path(folder), Path(checkpoint_path).resolve().parent
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return False
+    try:
+        recorded = json.loads((run_dir / "wandb.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    meta = json.loads((folder / "sslab.json").read_text())
+    target = recorded or wandb_target(meta["config"], run_dir)
+    try:
+        import wandb
+
+        run = wandb.init(project=target["project"], entity=target["entity"], group=target["group"],
+                         job_type="export", name=f"{target['name']}/export", dir=str(run_dir), mode=mode,
+                         reinit="create_new", settings=wandb.Settings(console="off", silent=True))
+        art = wandb.Artifact(f"{target['name']}-encoder", type="model",
+                             metadata={k: meta[k] for k in ("method", "step", "epochs_done", "results", "checkpoint")})
+        art.add_dir(str(folder))
+        run.log_artifact(art)
+        sync = offline_sync_command(run) if mode == "offline" else None
+        run.finish()
+        if sync:
+            print(f"wandb run saved offline; upload it with: {sync}", file=sys.stderr)
+        return True
+    except Exception as e:  # the export is on disk already
+        print(f"sslab: wandb artifact skipped ({type(e).__name__}: {e})", file=sys.stderr)
+        return False
+
+
 def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Upload an exported folder to the Hugging Face Hub repository ``repo_id`` (created if missing) through
     ``huggingface_hub``; ``timm.create_model("hf-hub:" + repo_id, pretrained=True)`` then loads it. Returns
@@ -393,12 +428,17 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--push-to-hub", metavar="REPO", default=None,
                     help="also upload the folder to this Hugging Face Hub model repo (user/name; needs a login)")
     ap.add_argument("--private", action="store_true", help="create the Hub repo private")
+    ap.add_argument("--wandb-artifact", action="store_true",
+                    help="also log the folder as a wandb artifact (type model) in the run's project and group")
+    ap.add_argument("--wandb-mode", default="auto", help="auto | online | offline | disabled (for --wandb-artifact)")
     args = ap.parse_args(argv)
     results = json.loads(Path(args.results).read_text()) if args.results else None
     if results is not None and not isinstance(results, dict):
         ap.error(f"--results {args.results} must hold a JSON object such as {{\"knn_top1\": 71.3}}")
     out = export_encoder(args.checkpoint, args.out_dir, results=results, overwrite=args.overwrite)
     print(f"wrote {out} (load with timm.create_model('local-dir:{out}', pretrained=True))", file=sys.stderr)
+    if args.wandb_artifact:
+        log_export_artifact(out, args.checkpoint, args.wandb_mode)
     if args.push_to_hub:
         url = push_to_hub(out, args.push_to_hub, private=args.private)
         print(f"uploaded to {url} (load with timm.create_model('hf-hub:{args.push_to_hub}', pretrained=True))",
