@@ -239,7 +239,7 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
     for ev in sweep.evaluators:
         metric = f"{ev}_top1"
         images[metric] = out / f"scaling_{metric}.png"
-        for k, f in plot_scaling(rows, metric, images[metric], title=f"{sweep.name}: {metric}; dashed: power law 100 - acc = a x^b").items():
+        for k, f in plot_scaling(rows, metric, images[metric], title=f"{sweep.name}: power-law fits (black) with 95% bands, 4+ points").items():
             fits[f"{metric}/{k}"] = f
     (out / "fits.json").write_text(json.dumps(fits, indent=2))
     log_scaling_to_wandb(rows, images, fits, sweep.base.wandb_group or sweep.name, sweep.base.wandb_project,
