@@ -76,10 +76,14 @@ def write_run_record(run_dir: Path, world_size: int) -> Path:
 
 def keep_console_log(run_dir: Path) -> logging.Handler:
     """Copy the ``sslab`` logger's records into ``<run_dir>/console.log``; returns the handler (to remove)."""
+    logger = logging.getLogger("sslab")
+    for old in [h for h in logger.handlers if getattr(h, "sslab_console_log", False)]:
+        logger.removeHandler(old)  # left by a run that ended in an exception: one run folder at a time
+        old.close()
     handler = logging.FileHandler(Path(run_dir) / "console.log")
+    handler.sslab_console_log = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
-    logger = logging.getLogger("sslab")
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)  # the file keeps INFO records even where the console shows fewer
     logger.addHandler(handler)
