@@ -53,6 +53,9 @@ def test_project_entity_group_tags_from_env_unless_given(tmp_path, monkeypatch):
     flags = {**cfg, "wandb_project": "p", "wandb_entity": "e", "wandb_group": "g", "wandb_name": "n"}
     t = wandb_target(flags, "x")
     assert (t["project"], t["entity"], t["group"], t["name"]) == ("p", "e", "g", "n")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc")  # under a wandb agent the sweep's project and entity win
+    t = wandb_target(flags, "x")
+    assert (t["project"], t["entity"], t["group"]) == ("envproj", "lab", "g")
 
 
 def test_offline_run_records_its_group_for_evaluations_and_prints_sync(tmp_path, monkeypatch, caplog):

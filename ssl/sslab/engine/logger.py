@@ -53,8 +53,11 @@ def wandb_target(config: dict[str, Any], run_dir: str | os.PathLike) -> dict[str
     name = config.get("wandb_name") or Path(config.get("output_dir") or run_dir).name
     env_tags = [t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip()]
     tags = list(dict.fromkeys([*(config.get("wandb_tags") or ()), *env_tags]))
-    return {"project": config.get("wandb_project") or os.environ.get("WANDB_PROJECT") or "sslab",
-            "entity": config.get("wandb_entity") or os.environ.get("WANDB_ENTITY") or None,
+    project, entity = config.get("wandb_project"), config.get("wandb_entity")
+    if os.environ.get("WANDB_SWEEP_ID"):  # a sweep trial must log into the sweep's project, whatever the recipe says
+        project, entity = os.environ.get("WANDB_PROJECT") or project, os.environ.get("WANDB_ENTITY") or entity
+    return {"project": project or os.environ.get("WANDB_PROJECT") or "sslab",
+            "entity": entity or os.environ.get("WANDB_ENTITY") or None,
             "group": config.get("wandb_group") or os.environ.get("WANDB_RUN_GROUP") or name,
             "name": name, "tags": tags}
 
