@@ -98,11 +98,12 @@ class Config:
     log_every: int = 20                      # optimiser steps between log rows
     progress_bar: bool = True
     wandb_mode: str = "auto"                 # auto (online with credentials, else offline) | online | offline | disabled
-    wandb_project: str = "sslab"
-    wandb_entity: str | None = None
-    wandb_group: str | None = None
-    wandb_name: str | None = None
-    wandb_tags: tuple[str, ...] = ()
+    wandb_project: str | None = None         # None: $WANDB_PROJECT, else "sslab"
+    wandb_entity: str | None = None          # None: $WANDB_ENTITY, else your default entity
+    wandb_group: str | None = None           # None: $WANDB_RUN_GROUP, else the run folder's name (its evaluations join it)
+    wandb_name: str | None = None            # None: the run folder's name
+    wandb_tags: tuple[str, ...] = ()         # $WANDB_TAGS (commas) are added
+    wandb_artifacts: bool = False            # log the last checkpoint as a wandb artifact (type "model") at the end
 
     # --- pictures ---
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
