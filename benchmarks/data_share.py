@@ -38,8 +38,7 @@ def recipe(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / RECIPES[name])
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.CONFIG.replace(data=str(ROOT / mod.CONFIG.data) if not Path(mod.CONFIG.data).is_absolute()
-                              else mod.CONFIG.data)
+    return mod.CONFIG
 
 
 class Pipeline:
