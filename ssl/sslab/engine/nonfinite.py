@@ -135,7 +135,7 @@ class NonFiniteGuard:
         limit = (f"{self.skipped - 1} such steps were skipped and --nonfinite-skip-limit is {self.skip_limit}; "
                  if self.skip_limit else "")
         raise NonFiniteError(
-            f"step {step} (epoch {epoch}): {why}; {limit}this update was not applied and nothing after it was "
+            f"step {step + 1} (epoch {epoch}): {why}; {limit}this update was not applied and nothing after it was "
             f"saved, last good checkpoint: {last_good_checkpoint(run_dir)}; lower the lr (now {lr:.3g}), check "
             "the data, use bf16 instead of fp16, or skip such steps with --nonfinite-skip-limit N"
         )

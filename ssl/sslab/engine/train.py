@@ -165,7 +165,7 @@ def train(cfg: Config) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
         logger = RunLogger(run_dir, resolved, cfg.wandb_mode, cfg.wandb_project, cfg.wandb_entity,
-                           cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags)
+                           cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags, resumed_step=step)
 
     def checkpoint() -> None:
         acc.wait_for_everyone()
