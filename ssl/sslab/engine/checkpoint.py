@@ -135,7 +135,8 @@ def find_resume(resume: str, run_dir: str | os.PathLike, report: bool = True) ->
         except UnsafeCheckpointError:
             raise
         except (RuntimeError, OSError) as e:
-            why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            cause = e.__cause__ or e  # safe_load wraps torch's own words; the path is said already
+            why = (str(cause).splitlines() or [type(cause).__name__])[0][:160]
             if resume != "auto":
                 raise SslabError(f"--resume {p}: the file is unreadable ({why}); pass another checkpoint "
                                  "or --resume auto") from None
