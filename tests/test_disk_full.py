@@ -17,7 +17,7 @@ TESTS = Path(__file__).parent
 
 
 def test_full_disk_during_a_save_and_on_resume_is_one_line(tmp_path, image_folder):
-    probe = BASE.replace(output_dir=str(tmp_path / "probe"), data=str(image_folder), max_steps=4)
+    probe = BASE.replace(output_dir=str(tmp_path / "probe"), data=str(image_folder), max_steps=1)
     train(probe)
     size = list_checkpoints(probe.output_dir)[-1].stat().st_size
     disk, out = tmp_path / "disk", tmp_path / "out"
