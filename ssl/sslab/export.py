@@ -32,8 +32,10 @@ from .encoders import MAE_ONLY_PREFIXES, build_encoder, encoder_spec, encoder_st
 from .serialization import safe_load
 
 WEIGHTS_NAME = "model.safetensors"
-# What the README/metadata keep of a stored evaluation result (sslab.eval writes many more fields).
-EVAL_HEADLINE = ("evaluator", "top1", "top5", "feature", "data", "k")
+# What the README/metadata keep of a stored evaluation result (sslab.eval writes many more fields): the
+# numbers with the facts that make them comparable (data and splits, sizes, epochs, which figure is which).
+EVAL_HEADLINE = ("evaluator", "mode", "recipe", "feature", "top1", "top5", "top1_best_over_epochs", "best_epoch",
+                 "k", "data", "train_size", "test_size", "epochs", "reported")
 # Keys of released checkpoints that never belong to a headless encoder.
 NON_ENCODER_PREFIXES = MAE_ONLY_PREFIXES + ("head.",)
 ENCODER_SOURCE = {"mae": "encoder; decoder and mask token removed",
@@ -134,7 +136,13 @@ def _readme(meta: dict[str, Any], timm_cfg: dict[str, Any], out_dir: Path) -> st
         "## Evaluation results",
         "",
     ]
-    lines += [f"- {k}: {json.dumps(v)}" for k, v in sorted(meta["results"].items())] or ["- none recorded"]
+    from .eval.results import describe  # here: sslab.eval imports this module
+
+    lines += [f"- {k}: {describe(v) if isinstance(v, dict) and 'evaluator' in v else json.dumps(v)}"
+              for k, v in sorted(meta["results"].items())] or ["- none recorded"]
+    if any(isinstance(v, dict) and "top1_best_over_epochs" in v for v in meta["results"].values()):
+        lines += ["", "`top1` is the final epoch's (ours); 'best over epochs' is the best test accuracy over "
+                      "epochs, the figure the official MAE/DINO scripts print (chosen on the test split)."]
     if meta["last_logged"]:
         lines += ["", "## Last logged training row", "", f"`{json.dumps(meta['last_logged'])}`"]
     lines += [

@@ -56,6 +56,10 @@ def validate(cfg: Config) -> None:
     from ..eval.monitor import check_monitor_config  # here, not at module level: eval imports the engine
 
     check_monitor_config(cfg)
+    if cfg.vis_every_epochs:
+        from ..viz.samples import check_picture_data
+
+        check_picture_data(cfg.vis_data or cfg.data)
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
     if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
@@ -107,7 +111,7 @@ def train(cfg: Config) -> dict[str, Any]:
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
     branch = BRANCHES[cfg.method](cfg)
-    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files)
+    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, flat_ok=True)
     dataset = SeededTransformDataset(source, branch.transform(), cfg.seed, cfg.skip_bad_files)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.accum_iter
