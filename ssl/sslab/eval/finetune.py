@@ -33,6 +33,7 @@ folder (``timm.create_model("local-dir:<folder>", pretrained=True)`` loads it wi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -303,7 +304,7 @@ def save_classifier(model: nn.Module, out_dir: Path, cfg: dict[str, Any]) -> Pat
 def _seed_epoch(seed: int, epoch: int) -> None:
     """Seed torch, numpy (timm Mixup's lambda and box) and python for ``epoch``: a run resumed at an epoch
     boundary draws exactly what the uninterrupted run drew."""
-    s = sample_seed(seed, epoch, 0, "finetune")
+    s = int(hashlib.sha256(f"finetune/{seed}/{epoch}".encode()).hexdigest()[:15], 16)
     torch.manual_seed(s)
     np.random.seed(s % (2 ** 32))
     random.seed(s)
