@@ -36,8 +36,8 @@ def test_probe_recovers_a_linearly_separable_labelling():
 
 def test_a_head_of_the_grid_equals_that_head_trained_alone():
     x, y = separable(300)
-    heads, grid = train_heads(x, y, 4, lrs=(0.05, 0.5), wds=(0.0, 0.01), epochs=3, batch_size=64)
-    alone, _ = train_heads(x, y, 4, lrs=(0.5,), wds=(0.01,), epochs=3, batch_size=64)
+    heads, grid, _ = train_heads(x, y, 4, lrs=(0.05, 0.5), wds=(0.0, 0.01), epochs=3, batch_size=64)
+    alone, _, _ = train_heads(x, y, 4, lrs=(0.5,), wds=(0.01,), epochs=3, batch_size=64)
     i = grid.index({"lr": 0.5, "wd": 0.01})
     assert torch.allclose(heads.weight[i], alone.weight[0], atol=1e-5)
     assert torch.allclose(heads.bias[i], alone.bias[0], atol=1e-5)
@@ -70,11 +70,16 @@ def test_cached_and_augmented_commands_write_results(tmp_path, monkeypatch):
     cached = probe_main([*common, "--epochs", "5", "--lrs", "0.1,1", "--wds", "0", "--head-batch-size", "32"])
     aug = probe_main([*common, "--mode", "augmented", "--recipe", "mae", "--epochs", "2"])
     dino = probe_main([*common, "--mode", "augmented", "--recipe", "dino", "--epochs", "1", "--feature", "last2"])
-    on_disk = json.loads((tmp_path / "run" / "eval" / "linear_cls.json").read_text())
+    (path,) = (tmp_path / "run" / "eval").glob("linear_cls_demo-train160-test60_e5_*.json")
+    on_disk = json.loads(path.read_text())
     assert on_disk["top1"] == cached["top1"] and len(on_disk["grid"]) == 2 and on_disk["checkpoint"] == str(ckpt)
     assert on_disk["fit_size"] == 140 and on_disk["held_out_size"] == 20  # 2 of 16 per class
-    assert (tmp_path / "run" / "eval" / "linear_aug_mae_cls.json").is_file()
-    assert (tmp_path / "run" / "eval" / "linear_aug_dino_last2.json").is_file()
+    assert on_disk["batch_norm"] is True and on_disk["feature"] == "cls"  # the MAE protocol: cls + BN
+    assert len(on_disk["evals"] if "evals" in on_disk else [0] * 5) == 5
+    assert on_disk["top1_best_over_epochs"] >= 0 and on_disk["best_epoch"] in range(1, 6)
+    assert len(list((tmp_path / "run" / "eval").glob("linear-aug-mae_cls_demo-train160-test60_e2_*.json"))) == 1
+    assert len(list((tmp_path / "run" / "eval").glob("linear-aug-dino_last2_*_e1_*.json"))) == 1
+    assert [e["epoch"] for e in aug["evals"]] == [1, 2] and aug["top1"] == aug["evals"][-1]["top1"]
     assert aug["recipe"] == "mae" and aug["lr"] == pytest.approx(0.1 * 32 / 256)
     assert aug["warmup_epochs"] == pytest.approx(2 * 10 / 90)  # the recipe's share: 10 of 90 epochs
     assert dino["lr"] == pytest.approx(0.001 * 32 / 256) and dino["feature_dim"] == 2 * 192
