@@ -84,3 +84,35 @@ def test_cached_and_augmented_commands_write_results(tmp_path, monkeypatch):
     assert aug["warmup_epochs"] == pytest.approx(2 * 10 / 90)  # the recipe's share: 10 of 90 epochs
     assert dino["lr"] == pytest.approx(0.001 * 32 / 256) and dino["feature_dim"] == 2 * 192
     assert all(0.0 <= r["top1"] <= 100.0 for r in (cached, aug, dino))
+
+
+def test_each_methods_probe_protocol_and_crop():
+    import math
+
+    from torchvision.transforms import v2
+
+    from eval_helpers import tiny_swin, tiny_vit
+    from sslab.eval.preprocess import MAERandomResizedCrop, probe_train_transform
+    from sslab.eval.protocols import knn_feature, probe_batch_norm, probe_feature, probe_recipe
+
+    vit_s, vit_b = tiny_vit(embed_dim=384, depth=1, num_heads=2), tiny_vit(embed_dim=768, depth=1, num_heads=2)
+    assert (probe_feature("dino", vit_s), probe_feature("dino", vit_b)) == ("last4", "last1+avg")
+    assert probe_feature("mae", vit_b) == probe_feature(None, vit_b) == "cls" and probe_batch_norm("mae")
+    assert not probe_batch_norm("dino") and probe_recipe("dino") == "dino" and probe_recipe(None) == "mae"
+    assert probe_feature("dino", tiny_swin()) == knn_feature(tiny_swin()) == "avg" and knn_feature(vit_s) == "cls"
+    # MAE util/crop.py: one draw of area and log-ratio, the box clipped to the image (no retry loop).
+    crop = MAERandomResizedCrop(8, scale=(0.08, 1.0))
+    img = torch.zeros(3, 30, 60)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        p = crop.make_params([img])
+        torch.manual_seed(seed)
+        target = 1800 * torch.empty(1).uniform_(0.08, 1.0).item()
+        log_r = torch.log(torch.tensor((3 / 4, 4 / 3)))
+        r = math.exp(torch.empty(1).uniform_(log_r[0].item(), log_r[1].item()).item())
+        assert (p["width"], p["height"]) == (min(round(math.sqrt(target * r)), 60), min(round(math.sqrt(target / r)), 30))
+        assert 0 <= p["top"] <= 30 - p["height"] and 0 <= p["left"] <= 60 - p["width"]
+    dino = probe_train_transform("dino", 8, (0.5,), (0.5,), 1)
+    (dino_crop,) = [t for t in dino.transforms if isinstance(t, v2.RandomResizedCrop)]
+    assert dino_crop.interpolation == v2.InterpolationMode.BILINEAR  # torchvision's default, DINO eval_linear.py
+    assert dino(torch.randint(0, 255, (3, 20, 20), dtype=torch.uint8)).shape == (1, 8, 8)  # encoder's channels

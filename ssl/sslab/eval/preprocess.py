@@ -61,8 +61,7 @@ class MAERandomResizedCrop(v2.RandomResizedCrop):
     image instead of redrawn (TF/BYOL behaviour), at a uniformly random position."""
 
     def make_params(self, flat_inputs: list) -> dict:
-        height, width = v2.functional.get_size(flat_inputs[0]) if hasattr(v2.functional, "get_size") else \
-            v2._utils.query_size(flat_inputs)
+        height, width = v2.functional.get_size(flat_inputs[0])
         area = height * width
         target_area = area * torch.empty(1).uniform_(self.scale[0], self.scale[1]).item()
         log_ratio = torch.log(torch.tensor(self.ratio))
