@@ -199,3 +199,16 @@ def test_finetune_and_augmented_probe_run_under_torchrun(tmp_path):
     for name in ("ft2", "aug2"):
         r = json.loads((tmp_path / "run" / "eval" / f"{name}.json").read_text())
         assert r["world_size"] == 2 and r["test_size"] == 60 and 0.0 <= r["top1"] <= 100.0
+
+
+def test_randaugment_zero_bit_posterize_gives_black_not_an_error():
+    from PIL import Image
+    from timm.data import create_transform
+
+    from sslab.eval.finetune import _zero_bit_posterize_is_black
+
+    tf = create_transform(32, is_training=True, auto_augment="rand-m9-mstd0.5-inc1")
+    _zero_bit_posterize_is_black(tf)
+    (op,) = [op for t in tf.transforms for op in getattr(t, "ops", []) if op.name.startswith("Posterize")]
+    assert op.aug_fn(Image.new("RGB", (4, 4), (200, 100, 50)), 0).getpixel((0, 0)) == (0, 0, 0)
+    assert op.aug_fn(Image.new("RGB", (4, 4), (200, 100, 50)), 1).getpixel((0, 0)) == (128, 0, 0)

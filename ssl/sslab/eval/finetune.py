@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import timm
+from PIL import Image
 import torch
 from safetensors.torch import save_file
 from timm.data import Mixup, create_transform
@@ -212,7 +213,7 @@ def build_classifier(src, num_classes: int, drop_path: float, global_pool: str =
 
 class _SeededTrain(torch.utils.data.Dataset):
     """Training items keyed ``(epoch, index)`` (:class:`~sslab.data.sampler.ShardedBatchSampler`), each
-    augmented under its own seed of python ``random`` and torch (timm's augmentations use both)."""
+    augmented under its own seed of python ``random``, numpy and torch (timm's augmentations use all three)."""
 
     def __init__(self, dataset, indices: list[int], transform, seed: int):
         self.dataset, self.indices, self.transform, self.seed = dataset, indices, transform, seed
@@ -224,15 +225,32 @@ class _SeededTrain(torch.utils.data.Dataset):
         epoch, i = key
         img, label = self.dataset[self.indices[i]]
         s = sample_seed(self.seed, epoch, i, "augment")
-        state = random.getstate()
+        state, np_state = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=[]):
                 random.seed(s)
+                np.random.seed(s % (2 ** 32))  # timm's RandAugment picks its ops with numpy
                 torch.manual_seed(s)
                 x = self.transform(img)
         finally:
             random.setstate(state)
+            np.random.set_state(np_state)
         return x, label
+
+
+def _black_when_no_bits(fn):
+    def posterize(img, bits_to_keep, **kw):
+        return Image.new(img.mode, img.size) if bits_to_keep <= 0 else fn(img, bits_to_keep, **kw)
+    return posterize
+
+
+def _zero_bit_posterize_is_black(tf) -> None:
+    """RandAugment's ``PosterizeIncreasing`` keeps 0 bits at magnitude 10 (reached with ``mstd0.5`` about 2% of
+    the time): the Pillow of the MAE release made that a black image, Pillow >= 10 raises. Keep the old result."""
+    for t in getattr(tf, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if getattr(op, "name", "").startswith("Posterize"):
+                op.aug_fn = _black_when_no_bits(op.aug_fn)
 
 
 def train_transform(img_size: int, mean, std, in_chans: int):
@@ -241,6 +259,7 @@ def train_transform(img_size: int, mean, std, in_chans: int):
     std3 = tuple(std) * 3 if len(std) == 1 else tuple(std)
     tf = create_transform(img_size, is_training=True, auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic",
                           re_prob=0.25, re_mode="pixel", re_count=1, mean=mean3, std=std3)
+    _zero_bit_posterize_is_black(tf)
 
     def apply(img):
         if torch.is_tensor(img):
