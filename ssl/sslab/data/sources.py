@@ -1,6 +1,8 @@
 """Where images come from: ``--data`` names the embedded demo set, an ImageFolder tree or a tar of one.
 
 - ``demo`` (or ``demo:test``): the Fashion-MNIST subset shipped in the package (MIT licensed).
+- ``cifar10`` / ``fashion-mnist`` (or ``NAME:test``): fetched once by torchvision into the cache
+  (:mod:`.named`); held-out split ``test``.
 - a directory: an ImageFolder tree with split folders (``root/train/<class>/...``,
   ``root/test/...`` or ``root/val/...``); the training split is ``train``, the held-out split
   ``test``, else ``val`` (:func:`resolve_split`). ``spec:NAME`` names a split folder explicitly.
@@ -23,6 +25,7 @@ import numpy as np
 from ..errors import SslabError
 from .image_folder import ImageFolder
 from .in_memory import InMemoryImages, load_folder_in_memory
+from .named import is_named, load_named
 
 DEMO_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -139,15 +142,17 @@ def locate_split(spec: str, split: str = "train", flat_ok: bool = True) -> tuple
     spec_path, named = parse_spec(spec)
     if named is not None:
         split, flat_ok = named, False
-    if spec_path == "demo":
-        demo_split = {HELD_OUT_SPLIT: "test", WHOLE: "train"}.get(split, split)
-        if demo_split not in ("train", "test"):
-            raise SslabError(f"the demo set has splits 'train' and 'test', not {split!r}; use demo or demo:test")
-        return demo_split, None
     path = Path(spec_path).expanduser()
+    if spec_path == "demo" or (not path.exists() and is_named(spec_path)):  # a local folder of that name wins
+        fixed = {HELD_OUT_SPLIT: "test"}.get(split, split)
+        fixed = "test" if fixed == "val" and spec_path != "demo" else fixed  # named sets: 'val' means 'test'
+        if fixed not in ("train", "test"):
+            raise SslabError(f"--data {spec_path!r} has splits 'train' and 'test', not {split!r}; use "
+                             f"{spec_path}:train or {spec_path}:test")
+        return fixed, None
     if not path.exists():
         raise FileNotFoundError(f"--data {spec_path!r} does not exist; give an ImageFolder directory, a .tar of "
-                                "one, or 'demo'")
+                                "one, 'demo', 'cifar10' or 'fashion-mnist'")
     if path.is_file():
         if not path.name.endswith(TAR_SUFFIXES):
             raise SslabError(f"--data {spec_path!r} is a file but not a tar ({', '.join(TAR_SUFFIXES)}); give an "
@@ -169,7 +174,8 @@ def open_images(spec: str, split: str = "train", in_memory: bool = False, channe
     """
     name, folder = locate_split(spec, split, flat_ok)
     if folder is None:
-        return load_demo(name, channels)
+        base = parse_spec(spec)[0]
+        return load_demo(name, channels) if base == "demo" else load_named(base, name, channels, cache_dir())
     if in_memory:
         return load_folder_in_memory(folder, cache_dir(), skip_bad_files)
     return ImageFolder(folder)

@@ -9,12 +9,14 @@ indices show several classes, not N images of the first one), through the evalua
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from ..data.sources import HELD_OUT_SPLIT, locate_split, open_images
-from ..errors import SslabError
 from ..data.transforms import eval_transform
+from ..errors import SslabError
+
 
 def held_out_split(spec: str) -> str:
     """The split folder pictures of ``spec`` are made of: ``test``, else ``val``, or the one ``spec:FOLDER``
