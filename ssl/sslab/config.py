@@ -110,10 +110,11 @@ class Config:
     # --- pictures ---
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
     vis_num_images: int = 8                  # fixed held-out images in each picture
+    vis_data: str | None = None              # images of the pictures (SPEC:FOLDER for a split); None: --data's test/val
 
     # --- evaluation ---
     monitor_every_epochs: int = 0            # online 20-NN on a small labelled split every N epochs (0: never)
-    monitor_data: str | None = None          # labelled data with train/test splits; None: the training data
+    monitor_data: str | None = None          # labelled tree with train and test (else val) folders; None: --data
     monitor_train_size: int = 5000           # class-balanced training images the k-NN votes with
     monitor_test_size: int = 1000            # class-balanced test images it is scored on
 

@@ -116,7 +116,7 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
     branch = BRANCHES[cfg.method](cfg)
-    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files)
+    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, flat_ok=True)
     dataset = SeededTransformDataset(source, branch.transform(), cfg.seed, cfg.skip_bad_files)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.accum_iter
