@@ -48,7 +48,8 @@ class Pipeline:
         torch.manual_seed(0)
         self.cfg, self.device = cfg, device
         self.branch = BRANCHES[cfg.method](cfg)
-        source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, cfg.augment_on_device)
+        source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files,
+                             encoded=cfg.augment_on_device)
         dataset = SeededTransformDataset(source, self.branch.transform(source), cfg.seed)
         self.sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed)
         self.steps_per_epoch = len(self.sampler)
