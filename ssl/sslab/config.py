@@ -34,6 +34,7 @@ class Config:
     num_workers: int = 8
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    augment_on_device: bool = True           # loader: uint8 crops only (reduced-size JPEG decode); flip/jitter/blur/solarise batched on the model's device, --in-memory images held and cropped there (false: torchvision per image)
 
     # --- encoder (timm) ---
     model: str = "vit_base_patch16_224"

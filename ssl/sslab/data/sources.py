@@ -164,8 +164,9 @@ def locate_split(spec: str, split: str = "train", flat_ok: bool = True) -> tuple
 
 
 def open_images(spec: str, split: str = "train", in_memory: bool = False, channels: int = 3,
-                skip_bad_files: bool = False, flat_ok: bool = True):
-    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory).
+                skip_bad_files: bool = False, flat_ok: bool = True, encoded: bool = False):
+    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory;
+    with ``encoded``, files that are not held in memory come as paths for the transform to decode).
 
     ``split`` follows :func:`resolve_split`; a ``spec:NAME`` suffix names the split folder explicitly
     and wins over ``split`` (``demo:test``, ``/data/imagenet:val``, ``cifar.tar:test``). ``flat_ok``
@@ -178,4 +179,4 @@ def open_images(spec: str, split: str = "train", in_memory: bool = False, channe
         return load_demo(name, channels) if base == "demo" else load_named(base, name, channels, cache_dir())
     if in_memory:
         return load_folder_in_memory(folder, cache_dir(), skip_bad_files)
-    return ImageFolder(folder)
+    return ImageFolder(folder, encoded=encoded)

@@ -116,8 +116,9 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
     branch = BRANCHES[cfg.method](cfg)
-    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, flat_ok=True)
-    dataset = SeededTransformDataset(source, branch.transform(), cfg.seed, cfg.skip_bad_files)
+    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, flat_ok=True,
+                         encoded=cfg.augment_on_device)
+    dataset = SeededTransformDataset(source, branch.transform(source), cfg.seed, cfg.skip_bad_files)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.accum_iter
     if steps_per_epoch < 1:
