@@ -10,6 +10,7 @@ from torch import nn
 from ..config import Config, encoder_kwargs
 from ..data.seeding import sample_uniform
 from ..data.transforms import mae_transform
+from ..models.execution import compile_in_place, set_grad_checkpointing
 from ..models.mae import create_mae
 from ..models.swin_mae import create_swin_mae, is_timm_swin
 
@@ -29,6 +30,9 @@ class MAEBranch:
             self.model = create_swin_mae(cfg.model, mode=cfg.swin_mae_mode, **mae_model_kwargs(cfg))
         else:
             self.model = create_mae(cfg.model, **mae_model_kwargs(cfg))
+        set_grad_checkpointing(self.model, cfg.grad_checkpointing)
+        if cfg.compile:  # model and loss: the loss is computed inside the MAE forward
+            compile_in_place(self.model)
 
     def transform(self):
         """RandomResizedCrop(scale 0.2-1, bicubic) + flip + normalise."""

@@ -129,7 +129,7 @@ def train(cfg: Config) -> dict[str, Any]:
     last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
 
     model = branch.model
-    optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay())
+    optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay(), cfg.fused_optimizer)
     model, optimizer = acc.prepare(model, optimizer)  # `model` may now be DDP-wrapped; branch.model is not
     branch.setup(acc.device, steps_per_epoch)
 

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from timm.models import checkpoint
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -208,7 +209,17 @@ class SwinMAE(nn.Module):
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * self.in_chans)
+        self.grad_checkpointing = False
         self.initialize_decoder()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every encoder block (both modes) and decoder block (timm's API)."""
+        self.grad_checkpointing = enable
+        for layer in self.layers:  # timm's own flag, used by the mask_token mode's self.layers(x)
+            layer.grad_checkpointing = enable
+
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and torch.is_grad_enabled()
 
     def initialize_decoder(self) -> None:
         """MAE init for the decoder and tokens; the encoder keeps timm's Swin init."""
@@ -268,7 +279,8 @@ class SwinMAE(nn.Module):
                 if key not in plans:
                     plans[key] = window_plan(rows, cols, g.grids[s], tuple(blk.window_size), key,
                                              blk.attn.relative_position_index, _region_mask(blk, t), t.dtype)
-                t = visible_block(blk, t, plans[key])
+                t = (checkpoint(visible_block, blk, t, plans[key], use_reentrant=False) if self._checkpointing()
+                     else visible_block(blk, t, plans[key]))
             x = t.view(n, k, u, u, -1)
             stages.append(x)
         if return_stages:
@@ -309,7 +321,7 @@ class SwinMAE(nn.Module):
         x = torch.cat([x, self.mask_token.expand(n, num_units - x.shape[1], -1)], dim=1)
         x = gather_tokens(x, ids_restore) + self.decoder_pos_embed
         for blk in self.decoder_blocks:
-            x = blk(x)
+            x = checkpoint(blk, x, use_reentrant=False) if self._checkpointing() else blk(x)
         return self.decoder_pred(self.decoder_norm(x))
 
     def forward(
