@@ -18,10 +18,14 @@ from torch import nn
 
 from ..errors import SslabError
 
+# torch.compile backend. Inductor generates the kernels; the tests that only need the graph traced
+# (dynamo + AOTAutograd, e.g. under bf16 autocast) switch this to "aot_eager", which generates none.
+COMPILE_BACKEND = "inductor"
+
 
 def check_compile_available(device_type: str) -> None:
     """Raise (before any compute) if ``torch.compile`` cannot build kernels for ``device_type``."""
-    if device_type == "cpu":
+    if device_type == "cpu" and COMPILE_BACKEND == "inductor":
         cxx = os.environ.get("CXX", "g++")
         if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
             raise SslabError(f"compile needs a C++ compiler on CPU (torch inductor), found none ({cxx!r}, c++, "
@@ -31,14 +35,14 @@ def check_compile_available(device_type: str) -> None:
 def compile_in_place(module: nn.Module) -> nn.Module:
     """``module``'s forward compiled on first call (``nn.Module.compile``); same object, same keys."""
     check_compile_available("cuda" if torch.cuda.is_available() else "cpu")
-    module.compile()
+    module.compile(backend=COMPILE_BACKEND)
     return module
 
 
 def compile_function(fn: Callable) -> Callable:
     """``torch.compile(fn)``, e.g. a loss computed outside a module."""
     check_compile_available("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.compile(fn)
+    return torch.compile(fn, backend=COMPILE_BACKEND)
 
 
 def set_grad_checkpointing(module: nn.Module, enable: bool) -> None:
