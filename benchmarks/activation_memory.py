@@ -40,7 +40,9 @@ def one_step(model_name: str, batch: int, checkpointing: bool, device: str) -> d
             loss, _, _ = model(imgs, mask_ratio=0.75)
         loss.backward()
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        # Zeroed, not freed: the gradients stay resident, so the step's peak is the activations' peak
+        # (else it can fall at the end of the backward, where gradients have replaced activations).
+        opt.zero_grad(set_to_none=False)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
