@@ -1,6 +1,8 @@
 """Pictures: attention equals timm's own weights, reconstructions invert the MAE target exactly, the
 commands write PNGs of the expected size, and pictures during training change nothing."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -122,15 +124,20 @@ def test_mae_command_writes_the_grid(tmp_path):
     assert png(out).size == expected_size(3, 4, 112)
 
 
-def test_attention_command_on_checkpoint_export_and_swin(tmp_path):
+def test_attention_command_on_checkpoint_export_and_swin(tmp_path, monkeypatch):
     from sslab import export_encoder
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
 
     path = mae_checkpoint(tmp_path)
     out = visualize(["attention", str(path), "--num-images", "2", "--out", str(tmp_path / "a.png")])
     assert png(out).size == expected_size(2, 2 + 3, 112)  # image, mean, 3 heads of ViT-Tiny
     folder = export_encoder(path, tmp_path / "exported")
     out = visualize(["attention", str(folder), "--num-images", "2", "--threshold", "0.6"])
-    assert out == folder / "pictures" / "attention.png" and png(out).size == expected_size(2, 5, 112)
+    # Pictures of an exported encoder go to the working directory, never into the (shared) export folder.
+    assert out == Path("pictures") / "exported_attention.png" and png(out).size == expected_size(2, 5, 112)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "sslab.json"]
 
     swin = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, img_size=32, embed_dim=24, depths=(2, 2),
                              num_heads=(1, 2), window_size=4)
@@ -160,7 +167,7 @@ def test_pictures_during_training_change_nothing(tmp_path, image_folder):
     common = dict(data=str(image_folder), img_size=16, in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=12,
                   epochs=2, log_every=1, vis_num_images=3, model_kwargs={"depth": 1, "embed_dim": 48, "num_heads": 3})
     plain = tiny_mae_config(tmp_path / "plain", **common)
-    pics = tiny_mae_config(tmp_path / "pics", **common, vis_every_epochs=1)
+    pics = tiny_mae_config(tmp_path / "pics", **common, vis_every_epochs=1, vis_data=f"{image_folder}:all")
     train(plain), train(pics)
     assert [r["loss"] for r in read_metrics(plain.output_dir)] == [r["loss"] for r in read_metrics(pics.output_dir)]
     a = load_checkpoint(list_checkpoints(plain.output_dir)[-1])

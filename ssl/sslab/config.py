@@ -25,6 +25,7 @@ class Config:
     output_dir: str = "runs/default"         # checkpoints, logs and the resolved config go here
     seed: int = 0
     resume: str = ""                         # "" (fresh), "auto" (newest checkpoint in output_dir) or a path
+    allow_config_change: bool = False        # resume even if fields outside FREE_ON_RESUME changed (see below)
 
     # --- data ---
     data: str = "demo"                       # ImageFolder dir, .tar of one, or "demo"
@@ -50,9 +51,9 @@ class Config:
     crop_scale: tuple[float, float] = (0.2, 1.0)
 
     # --- Swin ---
-    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (encoder computes visible units only) | "mask_token" (SimMIM-style baseline)
+    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (GreenMIM: encoder computes visible units only) | "mask_token" (SimMIM: all tokens, 1x1-conv head, L1 loss; decoder_* and norm_pix_loss unused)
 
-    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py with the paper's tau_t warmup 0.04 -> 0.07)
+    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py; shared fields: sslab/method_defaults.py)
     out_dim: int = 65536                     # prototypes K of the DINO head
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
@@ -66,11 +67,12 @@ class Config:
     local_crops_scale: tuple[float, float] = (0.05, 0.4)
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04        # tau_t warms up linearly per epoch from this ...
-    teacher_temp: float = 0.07               # ... to this, then stays
-    warmup_teacher_temp_epochs: int = 30
+    teacher_temp: float = 0.04               # ... to this, then stays (main_dino.py; its README's boosted run: 0.07 over 30 epochs)
+    warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996          # EMA momentum, cosine to 1 per iteration (0.9995 for batch 256)
     freeze_last_layer: int = 1               # epochs with the head's last layer frozen
+    pos_interpolation: str = "dino"          # ViT positions for crops of another size: "dino" (official interpolate_pos_encoding: bicubic, scale (n+0.1)/sqrt(N), no antialias) | "timm" (timm's antialiased resize)
 
     # --- optimisation ---
     epochs: int = 800
@@ -88,6 +90,7 @@ class Config:
     clip_grad_mode: str = "global"           # "global" (one norm over all) | "per_param" (each tensor, as DINO)
     mixed_precision: str = "no"              # "no" | "fp16" | "bf16"
     max_steps: int | None = None             # stop after this many optimiser steps (smoke tests, benchmarks)
+    nonfinite_skip_limit: int = 0            # steps with a NaN/inf loss or gradients to skip (not apply) before stopping; 0: stop at the first
     fused_optimizer: bool = True             # torch's fused AdamW kernel (CPU and CUDA); false: torch's default loop
     compile: bool = False                    # torch.compile the networks and the DINO loss (first steps slower: compiling)
     grad_checkpointing: bool = False         # recompute each block in the backward pass: far less activation memory, ~1/3 more compute
@@ -100,19 +103,21 @@ class Config:
     log_every: int = 20                      # optimiser steps between log rows
     progress_bar: bool = True
     wandb_mode: str = "auto"                 # auto (online with credentials, else offline) | online | offline | disabled
-    wandb_project: str = "sslab"
-    wandb_entity: str | None = None
-    wandb_group: str | None = None
-    wandb_name: str | None = None
-    wandb_tags: tuple[str, ...] = ()
+    wandb_project: str | None = None         # None: $WANDB_PROJECT, else "sslab"
+    wandb_entity: str | None = None          # None: $WANDB_ENTITY, else your default entity
+    wandb_group: str | None = None           # None: $WANDB_RUN_GROUP, else the run folder's name (its evaluations join it)
+    wandb_name: str | None = None            # None: the run folder's name
+    wandb_tags: tuple[str, ...] = ()         # $WANDB_TAGS (commas) are added
+    wandb_artifacts: bool = False            # log the last checkpoint as a wandb artifact (type "model") at the end
 
     # --- pictures ---
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
     vis_num_images: int = 8                  # fixed held-out images in each picture
+    vis_data: str | None = None              # images of the pictures (SPEC:FOLDER for a split); None: --data's test/val
 
     # --- evaluation ---
     monitor_every_epochs: int = 0            # online 20-NN on a small labelled split every N epochs (0: never)
-    monitor_data: str | None = None          # labelled data with train/test splits; None: the training data
+    monitor_data: str | None = None          # labelled tree with train and test (else val) folders; None: --data
     monitor_train_size: int = 5000           # class-balanced training images the k-NN votes with
     monitor_test_size: int = 1000            # class-balanced test images it is scored on
 
@@ -126,6 +131,24 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of every field."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+# Fields a resumed run may change: they do not change the optimisation (what is logged or shown,
+# how fast data is read, where/when checkpoints go, when to stop). Any other difference between a
+# checkpoint's config and the new one stops the resume (engine/same_run.py), epochs included (it
+# reshapes the lr schedule), unless --allow-config-change true. A new field that does not touch the
+# optimisation belongs here.
+FREE_ON_RESUME: frozenset[str] = frozenset({
+    "output_dir", "resume", "allow_config_change", "num_workers", "max_steps", "nonfinite_skip_limit",
+    "save_every_steps", "keep_last",
+    "log_every", "progress_bar", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "wandb_name",
+    "wandb_tags", "wandb_artifacts",
+    "vis_every_epochs", "vis_num_images",
+    "monitor_every_epochs", "monitor_data", "monitor_train_size", "monitor_test_size",
+})
+# These may change on resume as long as the effective batch (batch x accumulation x processes) stays,
+# e.g. a requeue onto another GPU count with effective_batch_size set; the engine checks that product.
+EFFECTIVE_BATCH_FIELDS: frozenset[str] = frozenset({"batch_size", "accum_iter", "effective_batch_size"})
 
 
 def encoder_kwargs(config: "Config | dict[str, Any]") -> dict[str, Any]:
@@ -185,5 +208,9 @@ def parse_args(base: Config, argv: list[str] | None = None, description: str = "
         if tp is bool:
             kwargs.update(nargs="?", const=True)
         p.add_argument(*flags, **kwargs)
-    ns = p.parse_args(argv)
-    return dataclasses.replace(base, **vars(ns))
+    unset = object()  # argparse leaves attributes that already exist alone: what stays unset was not given
+    ns = p.parse_args(argv, namespace=argparse.Namespace(**{f.name: unset for f in dataclasses.fields(base)}))
+    given = {k: v for k, v in vars(ns).items() if v is not unset}
+    from .method_defaults import apply_method_defaults  # e.g. --method dino: DINO's betas, min lr, ...
+
+    return apply_method_defaults(dataclasses.replace(base, **given), given)

@@ -43,10 +43,10 @@ from PIL import Image
 from ..config import Config, parse_args
 from ..data.sources import cache_dir, open_images
 from ..engine.checkpoint import list_checkpoints
-from ..engine.train import train
-from .cli import LabelledData, open_encoder, open_labelled
+from ..pretrain import train  # with the epoch-end hooks the config asks for
+from .cli import LabelledData, labelled_splits, open_encoder
 from .features import dataset_fingerprint, dataset_labels, subset_indices
-from .results import read_result, report
+from .results import read_result, record_name, report
 from .scaling import log_scaling_to_wandb, plot_scaling, training_flops_per_image, write_table
 
 log = logging.getLogger("sslab")
@@ -65,7 +65,9 @@ class Sweep:
     epochs: tuple[int, ...] = (10,)                 # pretraining epochs
     train_size: int | None = None                   # the fractions are of this many images (None: the split)
     evaluators: tuple[str, ...] = ("knn", "linear")
-    eval_data: str | None = None                    # labelled data (train/test splits); None: base.data
+    eval_data: str | None = None                    # labelled tree (train + test/val splits); None: base.data
+    eval_train_data: str | None = None              # or the evaluation's training split itself (folder, SPEC:FOLDER)
+    eval_test_data: str | None = None               # and its held-out split itself
     eval_train_size: int | None = 5000              # class-balanced subsets used by every evaluation
     eval_test_size: int | None = 1000
     feature: str = "cls"
@@ -125,8 +127,16 @@ def materialize_subset(spec: str, indices: list[int], channels: int) -> str:
     return str(out)
 
 
-def points(sweep: Sweep) -> list[Point]:
-    """The grid, each point with its pretraining config (data subset materialised when needed)."""
+def eval_splits(sweep: Sweep) -> tuple[LabelledData, LabelledData]:
+    """The labelled (training, held-out) splits every point is evaluated on: ``train`` and ``test``
+    (else ``val``) of ``eval_data`` (default the pretraining data), or ``eval_train_data``/``eval_test_data``."""
+    return labelled_splits(sweep.eval_data or sweep.base.data, sweep.eval_train_data, sweep.eval_test_data,
+                           sweep.base.in_chans, sweep.eval_train_size, sweep.eval_test_size, sweep.seed)
+
+
+def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
+    """The grid, each point with its pretraining config (data subset materialised when needed). With
+    ``materialize=False`` (``--list``) no data is opened or written: sizes come from ``train_size``."""
     if not sweep.models:
         raise ValueError("the sweep has no models; give models={'label': {'model': ..., 'model_kwargs': ...}}")
     bad = [e for e in sweep.evaluators if e not in EVALUATORS]
@@ -135,12 +145,15 @@ def points(sweep: Sweep) -> list[Point]:
     if any(not 0 < f <= 1 for f in sweep.data_fractions):
         raise ValueError(f"data_fractions must be in (0, 1], got {sweep.data_fractions}")
     base = sweep.base
-    labels = dataset_labels(open_images(base.data, "train", False, base.in_chans))
-    pool = subset_indices(labels, sweep.train_size, sweep.seed)  # the images the fractions are taken of
+    if materialize:
+        labels = dataset_labels(open_images(base.data, "train", False, base.in_chans))
+        pool = subset_indices(labels, sweep.train_size, sweep.seed)  # the images the fractions are taken of
     out = []
     for (label, changes), frac, ep in itertools.product(sweep.models.items(), sweep.data_fractions, sweep.epochs):
-        n = max(1, int(round(frac * len(pool))))
-        if n == len(labels):
+        if not materialize:  # a listing: nothing unpacked, downloaded or written
+            n = max(1, int(round(frac * sweep.train_size))) if sweep.train_size else 0
+            data = base.data if frac == 1 and not sweep.train_size else f"{frac:g} of {base.data}"
+        elif (n := max(1, int(round(frac * len(pool))))) == len(labels):
             data = base.data
         else:
             if base.in_chans != 3:
@@ -157,8 +170,14 @@ def points(sweep: Sweep) -> list[Point]:
     return out
 
 
-def _eval_name(evaluator: str, feature: str) -> str:
-    return "finetune" if evaluator == "finetune" else f"{evaluator}_{feature}"
+def _eval_name(sweep: Sweep, evaluator: str, train: LabelledData, test: LabelledData) -> str:
+    """The result file of an evaluation of the sweep: keyed by its settings (:func:`record_name`)."""
+    if evaluator == "finetune":
+        return record_name("finetune", None, train, test, sweep.finetune.get("epochs", 100),
+                           {"seed": sweep.seed, **sweep.finetune})
+    extra = {"seed": sweep.seed, **sweep.probe} if evaluator == "linear" else {}
+    epochs = sweep.probe.get("epochs", 100) if evaluator == "linear" else None
+    return record_name(evaluator, sweep.feature, train, test, epochs, extra)
 
 
 def run_point(sweep: Sweep, p: Point, train_split: LabelledData, test_split: LabelledData) -> dict[str, Any]:
@@ -190,7 +209,7 @@ def run_point(sweep: Sweep, p: Point, train_split: LabelledData, test_split: Lab
                            "flops_per_image": per_image, "images_seen": done["images_seen"],
                            "pretrain_flops": per_image * done["images_seen"]}
     for ev in sweep.evaluators:
-        name = _eval_name(ev, sweep.feature)
+        name = _eval_name(sweep, ev, train_split, test_split)
         prev = read_result(run_dir, name)
         if prev is not None and prev.get("checkpoint_fingerprint") == src.fingerprint:
             result = prev
@@ -212,6 +231,8 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
     """Run or resume every point, then write ``scaling.csv`` and ``scaling_<metric>.png``; returns the rows."""
     out = sweep.out_dir()
     out.mkdir(parents=True, exist_ok=True)
+    # The evaluation splits first: a layout without them is refused before any pretraining.
+    train_split, test_split = (None, None) if plots_only else eval_splits(sweep)
     pts = points(sweep)
     rows: list[dict[str, Any]] = []
     if plots_only:
@@ -219,10 +240,6 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
 
         rows = read_table(out / "scaling.csv")
     else:
-        base = sweep.base
-        eval_spec = sweep.eval_data or base.data
-        train_split = open_labelled(eval_spec, "train", base.in_chans, sweep.eval_train_size, sweep.seed)
-        test_split = open_labelled(eval_spec, "test", base.in_chans, sweep.eval_test_size, sweep.seed)
         for i, p in enumerate(pts):
             log.info("sweep %s: point %d/%d %s", sweep.name, i + 1, len(pts), p.name)
             rows.append(run_point(sweep, p, train_split, test_split))
@@ -235,7 +252,7 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
     for ev in sweep.evaluators:
         metric = f"{ev}_top1"
         images[metric] = out / f"scaling_{metric}.png"
-        for k, f in plot_scaling(rows, metric, images[metric], title=f"{sweep.name}: {metric}; dashed: power law 100 - acc = a x^b").items():
+        for k, f in plot_scaling(rows, metric, images[metric], title=f"{sweep.name}: power-law fits (black) with 95% bands, 4+ points").items():
             fits[f"{metric}/{k}"] = f
     (out / "fits.json").write_text(json.dumps(fits, indent=2))
     log_scaling_to_wandb(rows, images, fits, sweep.base.wandb_group or sweep.name, sweep.base.wandb_project,
@@ -270,8 +287,9 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> list[dict
     if args.sweep_output_dir:
         sweep = dataclasses.replace(sweep, output_dir=args.sweep_output_dir)
     if args.list:
-        for p in points(sweep):
-            print(f"{p.name}: {p.train_images} images x {p.epochs} epochs -> {p.cfg.output_dir}", file=sys.stderr)
+        for p in points(sweep, materialize=False):
+            size = f"{p.train_images} images" if p.train_images else f"{p.data_fraction:g} of the images"
+            print(f"{p.name}: {size} x {p.epochs} epochs -> {p.cfg.output_dir}", file=sys.stderr)
         return []
     return run_sweep(sweep, args.plots_only)
 
