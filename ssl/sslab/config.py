@@ -92,6 +92,9 @@ class Config:
     mixed_precision: str = "no"              # "no" | "fp16" | "bf16"
     max_steps: int | None = None             # stop after this many optimiser steps (smoke tests, benchmarks)
     nonfinite_skip_limit: int = 0            # steps with a NaN/inf loss or gradients to skip (not apply) before stopping; 0: stop at the first
+    fused_optimizer: bool = True             # torch's fused AdamW kernel (CPU and CUDA); false: torch's default loop
+    compile: bool = False                    # torch.compile the networks and the DINO loss (first steps slower: compiling)
+    grad_checkpointing: bool = False         # recompute each block in the backward pass: far less activation memory, ~1/3 more compute
 
     # --- checkpoints ---
     save_every_steps: int = 1000             # also saved at the end of every epoch

@@ -28,6 +28,7 @@ from ..data.seeding import sample_seed
 from ..errors import SslabError
 from ..losses.dino_loss import DINOLoss
 from ..models.dino import MultiCropWrapper
+from ..models.execution import compile_function, compile_in_place, set_grad_checkpointing
 from ..models.dino_head import DINOHead
 from ..models.dino_vit import POS_INTERPOLATIONS, init_dino_vit, use_dino_pos_interpolation
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
@@ -182,6 +183,11 @@ class DINOBranch:
         self.ncrops = 2 + cfg.local_crops_number
         self.dino_loss = DINOLoss(cfg.out_dim, self.ncrops, cfg.warmup_teacher_temp, cfg.teacher_temp,
                                   cfg.warmup_teacher_temp_epochs, cfg.epochs, cfg.student_temp, cfg.center_momentum)
+        set_grad_checkpointing(self.model, cfg.grad_checkpointing)  # the teacher keeps no activations anyway
+        if cfg.compile:
+            compile_in_place(self.model)
+            compile_in_place(self.teacher)
+            self.dino_loss.cross_entropy = compile_function(DINOLoss.cross_entropy)
         self.momentum_schedule: torch.Tensor | None = None
         self.last_step = 0
         self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None

@@ -11,6 +11,7 @@ from ..config import Config, encoder_kwargs
 from ..data.in_memory import InMemoryImages
 from ..data.seeding import sample_uniform
 from ..data.transforms import MAECrop, mae_transform, mae_views
+from ..models.execution import compile_in_place, set_grad_checkpointing
 from ..models.mae import create_mae
 from ..models.swin_mae import create_swin_mae, is_timm_swin
 
@@ -32,6 +33,9 @@ class MAEBranch:
             self.model = create_mae(cfg.model, **mae_model_kwargs(cfg))
         self.source_images: torch.Tensor | None = None  # in-memory uint8 images cropped on the device
         self.device_images: torch.Tensor | None = None
+        set_grad_checkpointing(self.model, cfg.grad_checkpointing)
+        if cfg.compile:  # model and loss: the loss is computed inside the MAE forward
+            compile_in_place(self.model)
 
     def transform(self, source=None):
         """RandomResizedCrop(scale 0.2-1, bicubic) + flip + normalise.

@@ -143,7 +143,7 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
                 "finished": finished_message(cfg, resume_path, int(state["step"]), last_step, total_steps)}
 
     model = branch.model
-    optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay())
+    optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay(), cfg.fused_optimizer)
     model, optimizer = acc.prepare(model, optimizer)  # `model` may now be DDP-wrapped; branch.model is not
     branch.setup(acc.device, steps_per_epoch)
 

@@ -66,24 +66,30 @@ class DINOLoss(nn.Module):
                 update_center: bool = True) -> torch.Tensor:
         """Scalar loss; updates the center now, or with ``update_center=False`` accumulates for
         :meth:`apply_accumulated_center` (see the class docstring)."""
-        student_out = (student_output / self.student_temp).chunk(self.ncrops)
-        teacher_out = self.teacher_probs(teacher_output, epoch).detach().chunk(2)
-
-        total_loss = 0.0
-        n_loss_terms = 0
-        for iq, q in enumerate(teacher_out):
-            for v in range(len(student_out)):
-                if v == iq:
-                    continue  # the student and the teacher saw the same view
-                loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
-                total_loss = total_loss + loss.mean()
-                n_loss_terms += 1
-        total_loss = total_loss / n_loss_terms
+        targets = self.teacher_probs(teacher_output, epoch).detach()
+        loss = self.cross_entropy(student_output, targets, self.ncrops, self.student_temp)
         if update_center:
             self.update_center(teacher_output)
         else:
             self.accumulate_center(teacher_output)
-        return total_loss
+        return loss
+
+    @staticmethod
+    def cross_entropy(student_output: torch.Tensor, teacher_probs: torch.Tensor, ncrops: int,
+                      student_temp: float) -> torch.Tensor:
+        """Mean over (teacher view iq, student view v != iq) of ``-sum_k q_iq log_softmax(s_v / tau_s)``.
+
+        The official loop recomputes the student's log-softmax once per pair (2 x (ncrops - 1) times
+        on (B, out_dim)); here it is taken once per view, and all pair terms come from one
+        contraction, (2, B, K) x (V, B, K) -> (2, V), of which the diagonal (same view) is dropped.
+        A branch may replace this attribute with its ``torch.compile``d version.
+        """
+        log_p = F.log_softmax(student_output / student_temp, dim=-1)
+        log_p = log_p.view(ncrops, -1, log_p.shape[-1])  # (V, B, K), crop-major as the wrapper returns
+        q = teacher_probs.view(2, -1, teacher_probs.shape[-1])  # (2, B, K)
+        pair = -torch.einsum("tbk,vbk->tv", q, log_p) / q.shape[1]  # (2, V): mean over the batch
+        n_terms = 2 * ncrops - 2
+        return (pair.sum() - pair[0, 0] - pair[1, 1]) / n_terms
 
     @torch.no_grad()
     def accumulate_center(self, teacher_output: torch.Tensor) -> None:

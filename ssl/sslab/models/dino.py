@@ -31,6 +31,14 @@ class MultiCropWrapper(nn.Module):
         self.backbone = backbone
         self.head = head
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the backbone's blocks (timm's ``set_grad_checkpointing``); the
+        head is small next to them and runs as usual."""
+        if not hasattr(self.backbone, "set_grad_checkpointing"):
+            raise ValueError(f"{type(self.backbone).__name__} has no set_grad_checkpointing; "
+                             "use a timm backbone or turn grad_checkpointing off")
+        self.backbone.set_grad_checkpointing(enable)
+
     def forward(self, x: torch.Tensor | list[torch.Tensor], return_embeddings: bool = False):
         """Head outputs (V*B, out_dim); with ``return_embeddings`` also the backbone's (V*B, D)."""
         crops = x if isinstance(x, (list, tuple)) else [x]

@@ -14,6 +14,7 @@ from typing import Any
 
 import timm
 import torch
+from timm.models import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -101,7 +102,17 @@ class MaskedAutoencoderViT(nn.Module):
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * self.in_chans)
+        self.grad_checkpointing = False
         self.initialize_weights()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every encoder and decoder block (timm's API): a block keeps only
+        its input for the backward pass and recomputes the rest there (same gradients, with the RNG
+        of drop path replayed; about a third more compute for far less activation memory)."""
+        self.grad_checkpointing = enable
+
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and torch.is_grad_enabled()
 
     def initialize_weights(self) -> None:
         """Official MAE init: sin-cos positions, xavier-uniform linears and patch embedding, N(0, .02) tokens."""
@@ -140,8 +151,9 @@ class MaskedAutoencoderViT(nn.Module):
         m = random_masking(x.shape[0], x.shape[1], mask_ratio, noise, device=x.device)
         x = gather_tokens(x, m.ids_keep)
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = self.norm(self.blocks(torch.cat([cls, x], dim=1)))
-        return x, m.mask, m.ids_restore
+        x = torch.cat([cls, x], dim=1)
+        x = checkpoint_seq(self.blocks, x, use_reentrant=False) if self._checkpointing() else self.blocks(x)
+        return self.norm(x), m.mask, m.ids_restore
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
         """Add mask tokens, unshuffle, decode: (N, 1+K, D) -> (N, L, p*q*C)."""
@@ -151,7 +163,7 @@ class MaskedAutoencoderViT(nn.Module):
         x_ = gather_tokens(torch.cat([x[:, 1:, :], mask_tokens], dim=1), ids_restore)
         x = torch.cat([x[:, :1, :], x_], dim=1) + self.decoder_pos_embed
         for blk in self.decoder_blocks:
-            x = blk(x)
+            x = checkpoint(blk, x, use_reentrant=False) if self._checkpointing() else blk(x)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:, :]
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from timm.models import checkpoint
 from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -227,7 +228,17 @@ class SwinMAE(nn.Module):
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * self.in_chans)
+        self.grad_checkpointing = False
         self.initialize_weights()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of every encoder block (both modes) and decoder block (timm's API)."""
+        self.grad_checkpointing = enable
+        for layer in self.layers:  # timm's own flag, used by the mask_token mode's self.layers(x)
+            layer.grad_checkpointing = enable
+
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and torch.is_grad_enabled()
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
@@ -288,7 +299,8 @@ class SwinMAE(nn.Module):
                 if key not in plans:
                     plans[key] = window_plan(rows, cols, g.grids[s], tuple(blk.window_size), key,
                                              blk.attn.relative_position_index, _region_mask(blk, t), t.dtype)
-                t = visible_block(blk, t, plans[key])
+                t = (checkpoint(visible_block, blk, t, plans[key], use_reentrant=False) if self._checkpointing()
+                     else visible_block(blk, t, plans[key]))
             x = t.view(n, k, u, u, -1)
             stages.append(x)
         if return_stages:
@@ -341,7 +353,7 @@ class SwinMAE(nn.Module):
         x = torch.cat([x, self.mask_token.expand(n, num_units - x.shape[1], -1)], dim=1)
         x = gather_tokens(x, ids_restore) + self.decoder_pos_embed
         for blk in self.decoder_blocks:
-            x = blk(x)
+            x = checkpoint(blk, x, use_reentrant=False) if self._checkpointing() else blk(x)
         return self.decoder_pred(self.decoder_norm(x))
 
     def forward(

@@ -1,0 +1,56 @@
+"""How a network executes: opt-in ``torch.compile`` and activation checkpointing.
+
+Neither changes the maths. ``torch.compile`` (inductor) fuses the elementwise work around the
+matmuls (norms, GELU, residual adds, the loss) into generated kernels: C++/OpenMP on CPU, Triton
+on CUDA. It compiles in place (``nn.Module.compile``), so state-dict keys, DDP wrapping,
+checkpoints and exports stay as they are. Activation checkpointing keeps only each block's input
+for the backward pass and recomputes the block there (timm's ``set_grad_checkpointing``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import SslabError
+
+# torch.compile backend. Inductor generates the kernels; the tests that only need the graph traced
+# (dynamo + AOTAutograd, e.g. under bf16 autocast) switch this to "aot_eager", which generates none.
+COMPILE_BACKEND = "inductor"
+
+
+def check_compile_available(device_type: str) -> None:
+    """Raise (before any compute) if ``torch.compile`` cannot build kernels for ``device_type``."""
+    if device_type == "cpu" and COMPILE_BACKEND == "inductor":
+        cxx = os.environ.get("CXX", "g++")
+        if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
+            raise SslabError(f"compile needs a C++ compiler on CPU (torch inductor), found none ({cxx!r}, c++, "
+                             "clang++ not on PATH); install g++ or pass --compile false")
+
+
+def compile_in_place(module: nn.Module) -> nn.Module:
+    """``module``'s forward compiled on first call (``nn.Module.compile``); same object, same keys."""
+    check_compile_available("cuda" if torch.cuda.is_available() else "cpu")
+    module.compile(backend=COMPILE_BACKEND)
+    return module
+
+
+def compile_function(fn: Callable) -> Callable:
+    """``torch.compile(fn)``, e.g. a loss computed outside a module."""
+    check_compile_available("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.compile(fn, backend=COMPILE_BACKEND)
+
+
+def set_grad_checkpointing(module: nn.Module, enable: bool) -> None:
+    """Turn activation checkpointing on or off through the module's ``set_grad_checkpointing``
+    (timm encoders, :class:`~sslab.models.mae.MaskedAutoencoderViT`, Swin MAE, the DINO wrapper)."""
+    if not hasattr(module, "set_grad_checkpointing"):
+        if enable:
+            raise SslabError(f"grad_checkpointing is not available for {type(module).__name__}; "
+                             "pass --grad-checkpointing false")
+        return
+    module.set_grad_checkpointing(enable)
