@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any
 
-import timm
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from ..losses.dino_loss import DINOLoss
 from ..models.dino import MultiCropWrapper
 from ..models.dino_head import DINOHead
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
+from ..models.timm_create import create_timm_model
 from ..schedules import warmup_cosine
 
 log = logging.getLogger("sslab")
@@ -46,7 +47,7 @@ def build_backbone(cfg: Config, **overrides: Any) -> nn.Module:
     """The timm encoder, returning pooled embeddings (num_classes=0); ViT position embeddings are
     interpolated for crops of another size (``dynamic_img_size``)."""
     kw = {**encoder_kwargs(cfg), **overrides}
-    return timm.create_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
+    return create_timm_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
 
 
 def build_dino_model(cfg: Config, teacher: bool = False) -> MultiCropWrapper:

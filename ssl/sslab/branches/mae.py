@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_mask_ratio
 from ..config import Config, encoder_kwargs
 from ..data.seeding import sample_uniform
 from ..data.transforms import mae_transform
@@ -29,6 +30,8 @@ class MAEBranch:
             self.model = create_swin_mae(cfg.model, mode=cfg.swin_mae_mode, **mae_model_kwargs(cfg))
         else:
             self.model = create_mae(cfg.model, **mae_model_kwargs(cfg))
+        # A Swin's masking units are known only now (the config-level check covers plain ViTs).
+        check_mask_ratio(cfg.mask_ratio, self.model.num_patches, "masking units")
 
     def transform(self):
         """RandomResizedCrop(scale 0.2-1, bicubic) + flip + normalise."""

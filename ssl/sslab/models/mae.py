@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import timm
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
@@ -21,6 +20,7 @@ from ..losses.mae_loss import mae_loss
 from .masking import gather_tokens, random_masking
 from .patches import patchify, unpatchify
 from .pos_embed import sincos_2d
+from .timm_create import check_model_name, create_timm_model
 
 # Options that belong to the MAE wrapper; everything else goes to timm.create_model.
 MAE_OPTIONS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "decoder_mlp_ratio", "norm_pix_loss")
@@ -32,9 +32,7 @@ def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
 
 def build_vit(encoder_name: str, **timm_kwargs: Any) -> VisionTransformer:
     """Create a randomly initialised timm ViT encoder (no head), checking it suits MAE."""
-    if encoder_name not in timm.list_models():
-        close = timm.list_models(f"*{encoder_name.split('_')[0]}*")[:8]
-        raise ValueError(f"unknown timm model {encoder_name!r}; similar names: {close}")
+    check_model_name(encoder_name)
     img = timm_kwargs.get("img_size")
     patch = timm_kwargs.get("patch_size")
     if img is not None and patch is not None:
@@ -44,7 +42,7 @@ def build_vit(encoder_name: str, **timm_kwargs: Any) -> VisionTransformer:
                     f"img_size {img} is not a multiple of patch_size {patch}; "
                     f"choose an image size divisible by the patch size (e.g. {i - i % p or p})"
                 )
-    model = timm.create_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs)
+    model = create_timm_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs)
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"{encoder_name!r} is a {type(model).__name__}, not a timm VisionTransformer")
     if model.cls_token is None or model.num_prefix_tokens != 1 or model.pos_embed is None:

@@ -16,6 +16,8 @@ import torch
 from timm.models import model_entrypoint
 from timm.models.swin_transformer import SwinTransformer
 
+from .timm_create import create_timm_model
+
 Pair = tuple[int, int]
 
 
@@ -163,7 +165,7 @@ def create_swin(encoder_name: str, **timm_kwargs: Any) -> tuple[SwinTransformer,
     if not is_timm_swin(encoder_name):
         raise ValueError(f"{encoder_name!r} is not a timm Swin (v1) model; e.g. {timm.list_models('swin_*')[:6]}")
     with torch.device("meta"):
-        swin_geometry(timm.create_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs), encoder_name)
+        swin_geometry(create_timm_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs), encoder_name)
     model = timm.create_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs)
     return model, swin_geometry(model, encoder_name)
 
