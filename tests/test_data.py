@@ -58,7 +58,7 @@ def test_image_folder_layout_and_errors(tmp_path, image_folder):
     folder = ImageFolder(image_folder)
     assert folder.classes == ["a", "b", "c"] and len(folder) == 24
     assert [lab for _, lab in folder.samples] == sorted(lab for _, lab in folder.samples)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         ImageFolder(tmp_path / "nope")
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "flat" / "x.png")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SslabError
+from .file_check import bad_files_error, find_bad_files, report_skipped
 from .image_folder import ImageFolder
 from .in_memory import InMemoryImages, load_folder_in_memory
 
@@ -33,11 +35,11 @@ def cache_dir() -> Path:
 def load_demo(split: str = "train", channels: int = 1) -> InMemoryImages:
     """The embedded Fashion-MNIST demo set: 28x28 uint8 images, ``channels`` 1 or 3 (gray repeated)."""
     if split not in ("train", "test"):
-        raise ValueError(f"the demo set has splits 'train' and 'test', not {split!r}")
+        raise SslabError(f"the demo set has splits 'train' and 'test', not {split!r}; use --data demo or demo:test")
     with resources.files("sslab.data").joinpath("demo/fashion_mnist_demo.npz").open("rb") as f, np.load(f) as z:
         images, labels = z[f"{split}_images"][:, None], z[f"{split}_labels"]
     if channels not in (1, 3):
-        raise ValueError(f"the demo set is grayscale: use in_chans 1 or 3, not {channels}")
+        raise SslabError(f"the demo set is grayscale: in_chans {channels} is not possible; pass --in-chans 1 or 3")
     return InMemoryImages(np.repeat(images, channels, axis=1), labels, DEMO_CLASSES)
 
 
@@ -82,14 +84,24 @@ def open_images(spec: str, split: str = "train", in_memory: bool = False, channe
         return load_demo(spec.partition(":")[2] or split, channels)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
-            f"--data {spec!r} does not exist; give an ImageFolder directory, a .tar of one, or 'demo'"
-        )
+        raise SslabError(f"--data {spec!r} does not exist; give an ImageFolder directory, a .tar of one, or 'demo'")
     if path.is_file():
         if not path.name.endswith(TAR_SUFFIXES):
-            raise ValueError(f"--data {spec!r} is a file but not a tar ({', '.join(TAR_SUFFIXES)})")
+            raise SslabError(f"--data {spec!r} is a file but not a tar ({', '.join(TAR_SUFFIXES)}); give a tar, "
+                             "an ImageFolder directory, or 'demo'")
         path = unpack_tar(path)
     root = resolve_split(path, split)
     if in_memory:
-        return load_folder_in_memory(root, cache_dir(), skip_bad_files)
-    return ImageFolder(root)
+        return load_folder_in_memory(root, cache_dir(), skip_bad_files, channels)
+    folder = ImageFolder(root, channels)
+    # Every file is checked before compute (header and trailer, cached per dataset), so a bad file stops
+    # the run now, named, instead of when it is first sampled.
+    bad = find_bad_files([p for p, _ in folder.samples], cache_dir(), Path(root).name)
+    if bad and not skip_bad_files:
+        raise bad_files_error(root, bad, len(folder), cache_dir())
+    total = len(folder)
+    folder.drop(bad)
+    if not len(folder):
+        raise SslabError(f"none of the {total} image files under {root} can be read; point --data at readable images")
+    report_skipped(bad, total)
+    return folder
