@@ -153,7 +153,7 @@ def test_export_records_results_and_refuses_to_overwrite(checkpoints, tmp_path):
         "knn_cls": {"evaluator": "knn", "top1": 33.5, "top5": 80.0}, "linear_top1": 42.5}
     readme = (out / "README.md").read_text()
     assert "linear_top1: 42.5" in readme and '"top1": 33.5' in readme and "10.0" not in readme
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(ValueError, match="overwrite"):
         export_encoder(ckpt, out)
     export_encoder(ckpt, out, overwrite=True)
 

@@ -86,7 +86,7 @@ def test_bad_configs_fail_before_compute(tmp_path, changes, error, match):
 def test_existing_run_needs_resume(tmp_path):
     cfg = tiny_mae_config(tmp_path, max_steps=1)
     train(cfg)
-    with pytest.raises(FileExistsError, match="--resume auto"):
+    with pytest.raises(ValueError, match="--resume auto"):
         train(cfg)
     with pytest.raises(ValueError, match="effective batch"):
         train(cfg.replace(resume="auto", batch_size=8))

@@ -46,6 +46,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SslabError(explain_parse_error(self, message))
 
 
+def adopt_style(parser: argparse.ArgumentParser) -> None:
+    """Give a plain argparse parser (and the sub-parsers it makes later) our style: no prefix matching,
+    one-line errors, ``--debug``."""
+    parser.allow_abbrev = False
+    parser.error = lambda message: ArgumentParser.error(parser, message)  # type: ignore[method-assign]
+    if "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
 def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
     return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
 

@@ -18,6 +18,7 @@ from torch import nn
 from .config import encoder_kwargs
 from .engine.checkpoint import load_checkpoint
 from .models.timm_create import create_timm_model
+from .errors import SslabError
 
 # Keys of an MAE model that belong to the MAE task, not to the encoder. A Swin MAE keeps timm's Swin keys at the
 # top level like the ViT MAE; its "mask_token" mode adds the encoder-input token "input_mask_token".
@@ -49,7 +50,7 @@ def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     if method == "dino":  # the EMA teacher's backbone is the encoder DINO evaluates and releases
         return {k.removeprefix("backbone."): v for k, v in checkpoint["branch"]["teacher"].items()
                 if k.startswith("backbone.")}
-    raise ValueError(f"no encoder extraction rule for method {method!r}")
+    raise SslabError(f"no encoder extraction rule for method {method!r}")
 
 
 def encoder_from_checkpoint(path: str | os.PathLike) -> nn.Module:

@@ -28,6 +28,7 @@ from ..models.dino_head import DINOHead
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
 from ..models.timm_create import create_timm_model
 from ..schedules import warmup_cosine
+from ..errors import SslabError
 
 log = logging.getLogger("sslab")
 
@@ -71,18 +72,18 @@ def global_crops_size(cfg: Config) -> int:
 def validate_dino(cfg: Config, backbone: nn.Module) -> None:
     """Reject DINO settings that cannot run, with the value and the fix."""
     if cfg.local_crops_number < 0:
-        raise ValueError(f"local_crops_number must be >= 0, got {cfg.local_crops_number}")
+        raise SslabError(f"local_crops_number must be >= 0, got {cfg.local_crops_number}")
     if not 0 <= cfg.warmup_teacher_temp_epochs <= cfg.epochs:
-        raise ValueError(f"warmup_teacher_temp_epochs {cfg.warmup_teacher_temp_epochs} must be between 0 and "
+        raise SslabError(f"warmup_teacher_temp_epochs {cfg.warmup_teacher_temp_epochs} must be between 0 and "
                          f"epochs {cfg.epochs}; pass e.g. --warmup-teacher-temp-epochs {min(30, cfg.epochs)}")
     for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
         if getattr(cfg, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+            raise SslabError(f"{name} must be > 0, got {getattr(cfg, name)}")
     for name in ("momentum_teacher", "center_momentum"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+            raise SslabError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.freeze_last_layer < 0:
-        raise ValueError(f"freeze_last_layer must be >= 0 epochs, got {cfg.freeze_last_layer}")
+        raise SslabError(f"freeze_last_layer must be >= 0 epochs, got {cfg.freeze_last_layer}")
     patch = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)
     if patch is not None:
         p = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
@@ -91,7 +92,7 @@ def validate_dino(cfg: Config, backbone: nn.Module) -> None:
             sizes["local_crops_size"] = cfg.local_crops_size
         for name, size in sizes.items():
             if size % p:
-                raise ValueError(f"{name} {size} is not a multiple of the patch size {p}; use "
+                raise SslabError(f"{name} {size} is not a multiple of the patch size {p}; use "
                                  f"{max(p, size // p * p)} or {(size // p + 1) * p}")
     if is_timm_swin(cfg.model):  # Swin: global crops fit its windows and merges exactly; local crops are padded
         validate_swin_crops(backbone, global_crops_size(cfg), cfg.local_crops_size if cfg.local_crops_number else None,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..serialization import safe_load
+from ..errors import SslabError
 
 CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 
@@ -61,7 +62,7 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
         return ckpts[-1] if ckpts else None
     p = Path(resume)
     if not p.is_file():
-        raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint file; use 'auto' or a checkpoint-*.pt path")
+        raise SslabError(f"--resume {resume!r}: no such checkpoint file; use 'auto' or a checkpoint-*.pt path")
     return p
 
 

@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from ..errors import SslabError
 
 log = logging.getLogger("sslab")
 
@@ -29,7 +30,7 @@ def wandb_credentials_present() -> bool:
 def resolve_wandb_mode(mode: str) -> str:
     """``auto`` -> ``online`` with credentials, else ``offline``; other modes pass through."""
     if mode not in ("auto", "online", "offline", "disabled"):
-        raise ValueError(f"wandb_mode must be auto|online|offline|disabled, got {mode!r}")
+        raise SslabError(f"wandb_mode must be auto|online|offline|disabled, got {mode!r}")
     if mode == "auto":
         return "online" if wandb_credentials_present() else "offline"
     return mode

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from ..config_cli import adopt_style, converter, parse_bool
 from ..data.sources import open_images
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..encoders import build_encoder, encoder_spec, encoder_state_dict
@@ -104,37 +105,52 @@ def _model_img_size(encoder: nn.Module) -> int:
 
 
 def add_common_args(ap: argparse.ArgumentParser) -> None:
-    """Options every evaluator command takes."""
+    """Options every evaluator command takes, in the training commands' style: booleans ``true/false``,
+    ``--name=value``, no prefix matching, mistakes as one ``sslab: error:`` line (``--debug``: traceback)."""
+    adopt_style(ap)
     ap.add_argument("checkpoint", help="checkpoint-*.pt, a run folder (newest checkpoint), an exported encoder "
                                        "folder, or an official MAE/DINO weight file (with --model)")
     ap.add_argument("--data", required=True, help="labelled ImageFolder dir, a .tar of one, or 'demo'; the "
                                                   "'train' and 'test' splits are used")
     ap.add_argument("--model", default=None, help="timm architecture of an official release file, "
                                                   "e.g. vit_base_patch16_224")
-    ap.add_argument("--model-kwargs", default="{}", type=json.loads, help="JSON timm.create_model kwargs for --model")
+    ap.add_argument("--model-kwargs", default={}, type=converter(dict, "model_kwargs"),
+                    help="JSON timm.create_model kwargs for --model")
     ap.add_argument("--img-size", type=int, default=None, help="input size (default: the run's)")
     ap.add_argument("--mean", type=_floats, default=None, help="comma-separated (default: the run's)")
     ap.add_argument("--std", type=_floats, default=None, help="comma-separated (default: the run's)")
     ap.add_argument("--train-size", type=int, default=None, help="class-balanced subset of the train split")
     ap.add_argument("--test-size", type=int, default=None, help="class-balanced subset of the test split")
-    ap.add_argument("--in-memory", action="store_true", help="decode the images once into memory")
+    ap.add_argument("--in-memory", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
+                    help="decode the images once into memory")
     ap.add_argument("--feature", default="cls", help="cls | avg | lastK | parts joined with '+' (last4: DINO ViT-S)")
     ap.add_argument("--batch-size", type=int, default=256, help="images per forward pass and process")
     ap.add_argument("--num-workers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-cache", action="store_true", help="recompute features instead of using the cache")
+    ap.add_argument("--no-cache", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
+                    help="recompute features instead of using the cache")
     ap.add_argument("--output-dir", default=None, help="where the JSON result goes (default: the run folder)")
     ap.add_argument("--name", default=None, help="result file name (default: evaluator and feature)")
     ap.add_argument("--wandb-mode", default="auto", help="auto | online | offline | disabled")
+    ap.add_argument("--wandb-project", default=None, help="wandb project (default: the pretraining run's)")
+    ap.add_argument("--wandb-group", default=None, help="wandb group (default: the pretraining run's)")
 
 
 def _floats(s: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in s.split(",") if x.strip())
+    try:
+        return tuple(float(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes comma-separated numbers, got {s!r}; e.g. 0.5,0.5,0.5") from None
 
 
 def source_from_args(args: argparse.Namespace) -> EncoderSource:
-    """:func:`open_encoder` with the command-line overrides."""
-    return open_encoder(args.checkpoint, args.model, args.model_kwargs, args.img_size, args.mean, args.std)
+    """:func:`open_encoder` with the command-line overrides (``--wandb-project/--wandb-group`` replace the
+    pretraining run's, which the result is logged to)."""
+    src = open_encoder(args.checkpoint, args.model, args.model_kwargs, args.img_size, args.mean, args.std)
+    wandb = {k: v for k, v in (("wandb_project", args.wandb_project), ("wandb_group", args.wandb_group)) if v}
+    if wandb:
+        src.config = {**(src.config or {}), **wandb}
+    return src
 
 
 @dataclass

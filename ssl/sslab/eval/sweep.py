@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import Config, parse_args
+from ..config_cli import adopt_style
 from ..data.sources import cache_dir, open_images
 from ..engine.checkpoint import list_checkpoints
 from ..engine.train import train
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> list[dict
     """``python -m sslab.eval.sweep SWEEP.py [...]`` (or a sweep file's own ``main(SWEEP)``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ap = argparse.ArgumentParser(prog="python -m sslab.eval.sweep", description=__doc__.split("\n\n")[0])
+    adopt_style(ap)  # one-line errors, no prefix matching, --debug (as every sslab command)
     if sweep is None:
         ap.add_argument("sweep_file", help="a Python file defining SWEEP = Sweep(...)")
     ap.add_argument("--output-dir", dest="sweep_output_dir", default=None, help="the sweep's folder")
