@@ -86,3 +86,23 @@ def test_replace_and_init_reject_unknown_fields_with_a_suggestion():
     with pytest.raises(SslabError, match=r"Config\(...\): unknown config field\(s\) maks_ratio \(did you mean mask_ratio"):
         Config(maks_ratio=0.5)
     assert Config().to_dict()["betas"] == [0.9, 0.95]
+
+
+def test_evaluators_share_the_training_style():
+    """``--in-memory true``, ``--name=value``, ``--wandb-project/--wandb-group``, one-line mistakes."""
+    import argparse
+
+    from sslab.eval.cli import add_common_args
+
+    ap = argparse.ArgumentParser(prog="python -m sslab.eval.knn")
+    add_common_args(ap)
+    args = ap.parse_args(["run", "--data", "demo", "--in-memory", "true", "--no-cache=false",
+                          "--wandb-project=p", "--wandb-group", "g", '--model-kwargs={"depth": 2}'])
+    assert args.in_memory is True and args.no_cache is False and (args.wandb_project, args.wandb_group) == ("p", "g")
+    assert args.model_kwargs == {"depth": 2} and ap.parse_args(["run", "--data", "demo", "--in-memory"]).in_memory
+    with pytest.raises(SslabError, match=r"^unknown option --in-memry; did you mean --in-memory\?$"):
+        ap.parse_args(["run", "--data", "demo", "--in-memry", "true"])
+    with pytest.raises(SslabError, match=r"^unknown option --wandb-proj; did you mean --wandb-project\?$"):
+        ap.parse_args(["run", "--data", "demo", "--wandb-proj", "p"])  # no prefix matching
+    with pytest.raises(SslabError, match=r"^missing checkpoint; python -m sslab.eval.knn --help"):
+        ap.parse_args(["--data", "demo"])

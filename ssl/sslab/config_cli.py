@@ -56,7 +56,14 @@ def adopt_style(parser: argparse.ArgumentParser) -> None:
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
-    return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    """Every ``--option`` of ``parser`` and of its sub-commands."""
+    out = []
+    for a in parser._actions:
+        out += [s for s in a.option_strings if s.startswith("--")]
+        if isinstance(a, argparse._SubParsersAction):
+            for sub in a.choices.values():
+                out += _option_strings(sub)
+    return list(dict.fromkeys(out))
 
 
 def explain_parse_error(parser: argparse.ArgumentParser, message: str) -> str:

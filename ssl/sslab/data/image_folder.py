@@ -4,6 +4,7 @@ channel count: 1 (grayscale, ``L``) or 3 (``RGB``), whatever the file's own mode
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -36,8 +37,11 @@ class BadImageError(SslabError):
 def describe_decode_error(e: BaseException) -> str:
     """A short cause for a PIL error (the decompression-bomb one says which limit and how to raise it)."""
     if isinstance(e, Image.DecompressionBombError):
-        return (f"over PIL's decompression-bomb limit of {2 * Image.MAX_IMAGE_PIXELS} pixels ({e}); "
-                "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted")
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        return (f"decompression bomb: {m.group(1) if m else 'too many'} pixels, over PIL's limit of "
+                f"{2 * Image.MAX_IMAGE_PIXELS} = 2 x PIL.Image.MAX_IMAGE_PIXELS")
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image PIL can read"  # PIL's own message repeats the path
     return str(e) or type(e).__name__
 
 

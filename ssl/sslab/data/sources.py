@@ -79,7 +79,9 @@ def resolve_split(root: Path, split: str) -> Path:
 
 def open_images(spec: str, split: str = "train", in_memory: bool = False, channels: int = 3,
                 skip_bad_files: bool = False):
-    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory)."""
+    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory),
+    decoded in ``channels`` (1: grayscale, 3: RGB) whatever the files' own modes; on disk, every file is
+    checked first (:mod:`sslab.data.file_check`)."""
     if spec == "demo" or spec.startswith("demo:"):
         return load_demo(spec.partition(":")[2] or split, channels)
     path = Path(spec).expanduser()

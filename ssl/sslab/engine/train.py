@@ -288,7 +288,8 @@ def main(base: Config, argv: list[str] | None = None) -> dict[str, Any]:
         if int(os.environ.get("RANK", "0")) == 0:
             losses = out["losses"]
             trend = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, " if losses else ""
-            print(f"done: {out['step']} steps ({out['epochs_done']:.2f} epochs), {trend}"
+            skipped = f"{out['skipped_files']} unreadable files skipped, " if out.get("skipped_files") else ""
+            print(f"done: {out['step']} steps ({out['epochs_done']:.2f} epochs), {trend}{skipped}"
                   f"checkpoints and metrics in {out['run_dir']}", flush=True)
         return out
     finally:

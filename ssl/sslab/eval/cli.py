@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..config_cli import adopt_style, converter, parse_bool
+from ..errors import SslabError
 from ..data.sources import open_images
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from ..encoders import build_encoder, encoder_spec, encoder_state_dict
@@ -72,7 +73,7 @@ def open_encoder(path: str | Path, model: str | None = None, model_kwargs: dict[
     is the run's (image size, mean/std) unless overridden; official files default to ImageNet's."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist; give a checkpoint-*.pt, a run folder, an exported folder "
+        raise SslabError(f"{p} does not exist; give a checkpoint-*.pt, a run folder, an exported folder "
                                 "or an official weight file")
     if p.is_dir() and list_checkpoints(p):
         p = list_checkpoints(p)[-1]

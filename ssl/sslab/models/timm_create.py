@@ -27,10 +27,10 @@ def check_model_name(name: str) -> None:
 def _init_parameters(name: str, class_name: str) -> list[str]:
     """Keyword names of the timm class ``class_name`` that builds ``name`` (empty if not found)."""
     try:
-        module = inspect.getmodule(timm.models.get_model_entrypoint(name))
+        module = inspect.getmodule(timm.models.model_entrypoint(name))
         cls = getattr(module, class_name, None)
         return [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")] if cls else []
-    except (RuntimeError, ValueError, TypeError):
+    except (RuntimeError, ValueError, TypeError, KeyError, AttributeError):
         return []
 
 
