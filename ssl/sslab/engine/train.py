@@ -55,8 +55,9 @@ def validate(cfg: Config) -> None:
         raise SslabError(f"clip_grad_mode {cfg.clip_grad_mode!r} is not 'global' or 'per_param'; "
                          "pass --clip-grad-mode global or per_param")
     if cfg.vis_every_epochs < 0 or cfg.vis_num_images < 1:
-        raise SslabError(f"vis_every_epochs {cfg.vis_every_epochs} / vis_num_images {cfg.vis_num_images}: need >= 0 "
-                         "(0: never) and >= 1; pass --vis-every-epochs 0 or a positive --vis-num-images")
+        raise SslabError(f"vis_every_epochs must be >= 0 (0: never) and vis_num_images >= 1, got "
+                         f"{cfg.vis_every_epochs} and {cfg.vis_num_images}; pass --vis-every-epochs 0 or a positive "
+                         "--vis-num-images")
     from ..eval.monitor import check_monitor_config  # here, not at module level: eval imports the engine
 
     check_monitor_config(cfg)

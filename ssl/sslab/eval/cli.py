@@ -54,7 +54,7 @@ def _load(path: Path, model: str | None, model_kwargs: dict[str, Any]
     try:  # exported folders and official release files
         from ..export import load_encoder
     except ImportError as e:  # pragma: no cover - a tree without sslab.export reads checkpoints only
-        raise ValueError(f"{path} is not an sslab checkpoint, and sslab.export (exported folders, official "
+        raise SslabError(f"{path} is not an sslab checkpoint, and sslab.export (exported folders, official "
                          "files) is not available") from e
     encoder = load_encoder(path, model=model, **model_kwargs)
     if path.is_dir():
@@ -89,7 +89,7 @@ def open_encoder(path: str | Path, model: str | None = None, model_kwargs: dict[
     in_chans = int(_in_chans(encoder))
     mean, std = tuple(mean or d_mean), tuple(std or d_std)
     if len(mean) != in_chans or len(std) != in_chans:
-        raise ValueError(f"mean/std have {len(mean)}/{len(std)} values but the encoder takes {in_chans} channels; "
+        raise SslabError(f"mean/std have {len(mean)}/{len(std)} values but the encoder takes {in_chans} channels; "
                          "pass --mean/--std with one value per channel")
     return EncoderSource(encoder=encoder.eval(), path=p, fingerprint=file_fingerprint(p), run_dir=run_dir,
                          config=config, img_size=int(img_size or d_img), in_chans=in_chans, mean=mean, std=std,

@@ -36,6 +36,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torchvision.transforms import v2
 
+from ..errors import SslabError
 from ..data.sampler import ShardedBatchSampler
 from ..data.seeding import sample_seed
 from ..engine.distributed import make_accelerator
@@ -93,7 +94,7 @@ def build_classifier(src, num_classes: int, drop_path: float, global_pool: str =
     the head is N(0, 2e-5) (MAE ``trunc_normal_(head.weight, std=2e-5)``).
     """
     if src.arch is None or src.arch[0] is None:
-        raise ValueError(f"{src.path}: the encoder's timm architecture is unknown; pass --model NAME "
+        raise SslabError(f"{src.path}: the encoder's timm architecture is unknown; pass --model NAME "
                          "(and --model-kwargs) for an official weight file")
     name, kwargs = src.arch
     kwargs = dict(kwargs)
@@ -108,7 +109,7 @@ def build_classifier(src, num_classes: int, drop_path: float, global_pool: str =
     bad = ([k for k in missing if not k.startswith(ok_missing)]
            + [k for k in unexpected if not k.startswith(ok_unexpected)])
     if bad:
-        raise ValueError(f"the encoder's weights do not fit {name} with a head: missing/unexpected {bad[:6]}")
+        raise SslabError(f"the encoder's weights do not fit {name} with a head: missing/unexpected {bad[:6]}")
     head = model.get_classifier()
     if isinstance(head, nn.Linear):
         with torch.no_grad():
@@ -195,7 +196,7 @@ def run_finetune(src, train, test, epochs: int = 100, batch_size: int = 64, blr:
     drop_path = drop_path if drop_path is not None else (0.2 if large else 0.1)
     layer_decay = layer_decay if layer_decay is not None else default_layer_decay(src.encoder)
     if warmup_epochs > epochs:
-        raise ValueError(f"warmup_epochs {warmup_epochs} exceeds epochs {epochs}; lower --warmup-epochs")
+        raise SslabError(f"warmup_epochs {warmup_epochs} exceeds epochs {epochs}; lower --warmup-epochs")
     labels_tr, labels_te = dataset_labels(train.dataset), dataset_labels(test.dataset)
     num_classes = int(max(labels_tr.max(), labels_te.max())) + 1
     torch.manual_seed(seed)
@@ -215,7 +216,7 @@ def run_finetune(src, train, test, epochs: int = 100, batch_size: int = 64, blr:
     mix = None
     if mixup > 0 or cutmix > 0:
         if batch_size % 2:
-            raise ValueError(f"mixup/cutmix need an even batch per process, got {batch_size}")
+            raise SslabError(f"mixup/cutmix need an even batch per process, got {batch_size}")
         mix = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=smoothing, num_classes=num_classes)
     criterion = SoftTargetCrossEntropy() if mix is not None else nn.CrossEntropyLoss(label_smoothing=smoothing)
     spe = len(sampler)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import SslabError
 from ..data.transforms import eval_transform
 from ..encoders import build_encoder, encoder_state_dict
 from .features import encode, open_split_tensors
@@ -31,9 +32,9 @@ log = logging.getLogger("sslab")
 def check_monitor_config(cfg) -> None:
     """Raise if the monitor settings cannot work (before training starts)."""
     if cfg.monitor_every_epochs < 0:
-        raise ValueError(f"monitor_every_epochs must be >= 0 (0: off), got {cfg.monitor_every_epochs}")
+        raise SslabError(f"monitor_every_epochs must be >= 0 (0: off), got {cfg.monitor_every_epochs}")
     if cfg.monitor_every_epochs and min(cfg.monitor_train_size, cfg.monitor_test_size) < 1:
-        raise ValueError(f"monitor_train_size/monitor_test_size must be >= 1, got "
+        raise SslabError(f"monitor_train_size/monitor_test_size must be >= 1, got "
                          f"{cfg.monitor_train_size}/{cfg.monitor_test_size}")
 
 
