@@ -7,7 +7,7 @@ without loading torch. A user's mistake (:class:`SslabError`) ends any entry poi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import SslabError, install_handler
 
@@ -21,12 +21,13 @@ __all__ = ["Config", "DINOHead", "DINOLoss", "MaskedAutoencoderViT", "SslabError
 
 # name -> module that defines it; imported on first use (these import torch)
 _LAZY = {"MaskedAutoencoderViT": "models.mae", "create_mae": "models.mae", "DINOLoss": "losses.dino_loss",
-         "DINOHead": "models.dino_head", "train": "engine.train", "export_encoder": "export",
+         "DINOHead": "models.dino_head", "train": "pretrain", "export_encoder": "export",
          "load_encoder": "export"}
 
 
-def main(base: Config, argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point of ``experiments/*.py``: command-line overrides on ``base``, checks, then training.
+def main(base: Config, argv: list[str] | None = None, hooks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Entry point of ``experiments/*.py``: command-line overrides on ``base``, checks, then
+    :func:`sslab.pretrain.main` (training with the config's and ``hooks``' epoch-end work).
 
     ``--help`` and flag or config mistakes answer before torch is imported.
     """
@@ -37,9 +38,9 @@ def main(base: Config, argv: list[str] | None = None) -> dict[str, Any]:
     doc = getattr(sys.modules.get("__main__"), "__doc__", None) or f"sslab {base.method} pretraining"
     cfg = parse_args(base, argv, description=doc.strip())
     check_config(cfg)
-    from .engine.train import main as engine_main
+    from .pretrain import main as pretrain_main
 
-    return engine_main(cfg, [])
+    return pretrain_main(base, argv, hooks)  # parses the same argv again (cheap), into the same config
 
 
 def __getattr__(name: str):

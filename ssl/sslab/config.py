@@ -51,9 +51,9 @@ class Config:
     crop_scale: tuple[float, float] = (0.2, 1.0)   # RandomResizedCrop area range (min,max) in (0, 1]
 
     # --- Swin ---
-    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (encoder computes visible units only) | "mask_token" (SimMIM-style baseline)
+    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (GreenMIM: encoder computes visible units only) | "mask_token" (SimMIM: all tokens, 1x1-conv head, L1 loss; decoder_* and norm_pix_loss unused)
 
-    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py with the paper's tau_t warmup 0.04 -> 0.07)
+    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py; shared fields: sslab/method_defaults.py)
     out_dim: int = 65536                     # prototypes K of the DINO head
     head_hidden_dim: int = 2048              # hidden width of the DINO head MLP
     head_bottleneck_dim: int = 256           # bottleneck before the prototypes
@@ -67,11 +67,12 @@ class Config:
     local_crops_scale: tuple[float, float] = (0.05, 0.4)   # area range of the local crops
     student_temp: float = 0.1                # tau_s of the student softmax
     warmup_teacher_temp: float = 0.04        # tau_t warms up linearly per epoch from this ...
-    teacher_temp: float = 0.07               # ... to this, then stays
-    warmup_teacher_temp_epochs: int = 30
+    teacher_temp: float = 0.04               # ... to this, then stays (main_dino.py; its README's boosted run: 0.07 over 30 epochs)
+    warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9             # EMA momentum of the teacher centre
     momentum_teacher: float = 0.996          # EMA momentum, cosine to 1 per iteration (0.9995 for batch 256)
     freeze_last_layer: int = 1               # epochs with the head's last layer frozen
+    pos_interpolation: str = "dino"          # ViT positions for crops of another size: "dino" (official interpolate_pos_encoding: bicubic, scale (n+0.1)/sqrt(N), no antialias) | "timm" (timm's antialiased resize)
 
     # --- optimisation ---
     epochs: int = 800                        # passes over the training data
@@ -98,11 +99,12 @@ class Config:
     log_every: int = 20                      # optimiser steps between log rows
     progress_bar: bool = True                # tqdm bar on stderr (rank 0)
     wandb_mode: str = "auto"                 # auto (online with credentials, else offline) | online | offline | disabled
-    wandb_project: str = "sslab"             # wandb project of the run
-    wandb_entity: str | None = None          # wandb team or user; None: the default of the credentials
-    wandb_group: str | None = None           # wandb group (evaluations of the run join it)
-    wandb_name: str | None = None            # wandb run name; None: the output_dir name
-    wandb_tags: tuple[str, ...] = ()         # wandb tags, comma-separated
+    wandb_project: str | None = None         # None: $WANDB_PROJECT, else "sslab"
+    wandb_entity: str | None = None          # None: $WANDB_ENTITY, else your default entity
+    wandb_group: str | None = None           # None: $WANDB_RUN_GROUP, else the run folder's name (its evaluations join it)
+    wandb_name: str | None = None            # None: the run folder's name
+    wandb_tags: tuple[str, ...] = ()         # $WANDB_TAGS (commas) are added
+    wandb_artifacts: bool = False            # log the last checkpoint as a wandb artifact (type "model") at the end
 
     # --- pictures ---
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)

@@ -293,8 +293,15 @@ def parse_args(base: Any, argv: list[str] | None = None, description: str = "") 
     """Apply command-line overrides to ``base`` (a Config); ``--help`` lists every field with its value."""
     argv = list(sys.argv[1:] if argv is None else argv)
     spec = _config_arg(argv)
+    from_file: set[str] = set()
     if spec is not None:
-        base = load_config_file(base, spec)
-    ns = build_parser(base, description).parse_args(argv)
-    values = {k: v for k, v in vars(ns).items() if k not in ("config", "debug")}
-    return dataclasses.replace(base, **values)
+        loaded = load_config_file(base, spec)
+        from_file = {f.name for f in dataclasses.fields(base) if getattr(loaded, f.name) != getattr(base, f.name)}
+        base = loaded
+    fields = [f.name for f in dataclasses.fields(base)]
+    unset = object()  # argparse leaves attributes that already exist alone: what stays unset was not given
+    ns = build_parser(base, description).parse_args(argv, namespace=argparse.Namespace(**{f: unset for f in fields}))
+    given = {k: v for k, v in vars(ns).items() if k in fields and v is not unset}
+    from .method_defaults import apply_method_defaults  # e.g. --method dino: DINO's betas, min lr, ...
+
+    return apply_method_defaults(dataclasses.replace(base, **given), {*given, *from_file})
