@@ -157,9 +157,9 @@ def test_file_check_is_cached_per_dataset(image_folder, tmp_path):
     entry.write_text(json.dumps({"files": len(paths), "bad": [[paths[0], "planted"]]}))
     assert find_bad_files(paths, tmp_path / "c", "x") == [(paths[0], "planted")]
     whole = Path(paths[1]).read_bytes()  # a JPEG (000-001 alternate RGB, L, ... in make_image_folder)
-    Path(paths[1]).write_bytes(whole[: len(whole) // 2])  # truncated: a new key, so checked again
+    Path(paths[1]).write_bytes(whole[:-2])  # its end marker cut off: a new key, so checked again
     assert find_bad_files(paths, tmp_path / "c", "x") == [
-        (paths[1], f"truncated JPEG file ({len(whole) // 2} bytes, no end marker)")]
+        (paths[1], f"truncated JPEG file ({len(whole) - 2} bytes, no end marker)")]
 
 
 def test_error_from_a_dataloader_worker_is_still_one_line():
