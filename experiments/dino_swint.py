@@ -19,6 +19,7 @@ from sslab import Config, main
 
 CONFIG = Config(
     method="dino",
+    data=None,                     # required: --data /path/to/your/images (ImageFolder tree or .tar)
     output_dir="runs/dino_swint",
     resume="auto",                           # a requeued job continues where it stopped
     model="swin_tiny_patch4_window7_224",

@@ -22,6 +22,7 @@ from sslab import Config, main
 
 CONFIG = Config(
     method="dino",
+    data=None,                     # required: --data /path/to/your/images (ImageFolder tree or .tar)
     output_dir="runs/dino_vits16_boost",
     resume="auto",                           # a requeued job continues where it stopped
     model="vit_small_patch16_224",           # --arch vit_small --patch_size 16

@@ -17,6 +17,7 @@ from sslab import Config, main
 
 CONFIG = Config(
     method="mae",
+    data=None,                     # required: --data /path/to/your/images (ImageFolder tree or .tar)
     output_dir="runs/mae_swint",
     resume="auto",                 # a requeued job continues where it stopped
     model="swin_tiny_patch4_window7_224",

@@ -11,6 +11,7 @@ from sslab import Config, main
 
 CONFIG = Config(
     method="mae",
+    data=None,                     # required: --data /path/to/your/images (ImageFolder tree or .tar)
     output_dir="runs/mae_vitb",
     resume="auto",                 # a requeued job continues where it stopped
     model="vit_base_patch16_224",

@@ -19,6 +19,7 @@ from sslab import Config, main
 
 CONFIG = Config(
     method="mae",
+    data=None,                     # required: --data /path/to/your/images (ImageFolder tree or .tar)
     output_dir="runs/simmim_swint",
     resume="auto",
     model="swin_tiny_patch4_window7_224",

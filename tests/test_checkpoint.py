@@ -14,7 +14,7 @@ def test_keep_last_and_newest_is_resumed(tmp_path):
     newest = ck.resolve_resume("auto", tmp_path)
     assert ck.load_checkpoint(newest)["step"] == 20
     assert ck.resolve_resume("auto", tmp_path / "empty") is None and ck.resolve_resume("", tmp_path) is None
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(ValueError, match="no such checkpoint"):
         ck.resolve_resume(str(tmp_path / "missing.pt"), tmp_path)
 
 
@@ -42,5 +42,5 @@ def test_checkpoints_load_weights_only(tmp_path):
 
     path = tmp_path / "checkpoint-00000001.pt"
     torch.save({"step": 1, "evil": Payload()}, path)
-    with pytest.raises(RuntimeError, match="refusing to load .*checkpoint-00000001.pt"):
+    with pytest.raises(ValueError, match="refusing to load .*checkpoint-00000001.pt"):
         ck.load_checkpoint(path)

@@ -58,7 +58,7 @@ def test_image_folder_layout_and_errors(tmp_path, image_folder):
     folder = ImageFolder(image_folder)
     assert folder.classes == ["a", "b", "c"] and len(folder) == 24
     assert [lab for _, lab in folder.samples] == sorted(lab for _, lab in folder.samples)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         ImageFolder(tmp_path / "nope")
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "flat" / "x.png")
@@ -129,3 +129,50 @@ def test_augmentation_depends_only_on_seed_epoch_and_index():
     state = torch.get_rng_state()
     ds[(0, 12)]
     assert torch.equal(torch.get_rng_state(), state)  # and is not consumed
+
+
+def test_images_load_in_the_recipes_channel_count(image_folder, tmp_path):
+    """RGB, L, P, RGBA and CMYK files all come out as 1-channel L or 3-channel RGB, on both paths."""
+    from sslab.errors import SslabError
+
+    gray = ImageFolder(image_folder, channels=1)
+    assert {gray[i][0].mode for i in range(len(gray))} == {"L"}
+    assert {ImageFolder(image_folder, channels=3)[i][0].mode for i in range(5)} == {"RGB"}
+    mem = open_images(str(image_folder), in_memory=True, channels=1)
+    assert tuple(mem.images.shape[1:]) == (1, 20, 20)
+    with pytest.raises(SslabError, match="in_chans 2 is not supported"):
+        ImageFolder(image_folder, channels=2)
+
+
+def test_file_check_is_cached_per_dataset(image_folder, tmp_path):
+    """The second check of an unchanged dataset reads the cache (planted entry comes back); a changed
+    file changes the key and is checked again."""
+    import json
+
+    from sslab.data.file_check import find_bad_files
+
+    paths = [p for p, _ in ImageFolder(image_folder).samples]
+    assert find_bad_files(paths, tmp_path / "c", "x") == []
+    (entry,) = (tmp_path / "c" / "file-checks").glob("x-*.json")
+    entry.write_text(json.dumps({"files": len(paths), "bad": [[paths[0], "planted"]]}))
+    assert find_bad_files(paths, tmp_path / "c", "x") == [(paths[0], "planted")]
+    whole = Path(paths[1]).read_bytes()  # a JPEG (000-001 alternate RGB, L, ... in make_image_folder)
+    Path(paths[1]).write_bytes(whole[:-2])  # its end marker cut off: a new key, so checked again
+    assert find_bad_files(paths, tmp_path / "c", "x") == [
+        (paths[1], f"truncated JPEG file ({len(whole) - 2} bytes, no end marker)")]
+
+
+def test_error_from_a_dataloader_worker_is_still_one_line():
+    from torch._utils import ExceptionWrapper
+
+    from sslab.errors import one_line
+
+    try:
+        raise BadImageError("/x/a.jpg", "Truncated File Read")
+    except BadImageError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(BadImageError) as e:
+        wrapped.reraise()  # what the DataLoader does in the main process: the message holds the worker's traceback
+    assert "\n" in str(e.value)
+    assert one_line(e.value) == ("cannot decode image /x/a.jpg: Truncated File Read; remove or fix the file, or pass "
+                                 "--skip-bad-files true to leave undecodable files out (they are counted in the log)")

@@ -54,10 +54,10 @@ def test_two_processes_equal_one_process_on_the_union_batch(tmp_path):
 
 
 def test_world_size_mismatch_stops_with_a_clear_error(monkeypatch):
-    with pytest.raises(RuntimeError, match="WORLD_SIZE=2 .* 1 process"):
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 .* 1 process"):
         check_world(2, 1, "DistributedType.NO")
     check_world(2, 2, "DistributedType.MULTI_CPU")
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(RuntimeError, match="4 SLURM tasks without a distributed launcher"):
+    with pytest.raises(ValueError, match="4 SLURM tasks without a distributed launcher"):
         check_world(1, 1, "DistributedType.NO")

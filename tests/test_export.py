@@ -158,7 +158,7 @@ def test_export_records_results_and_refuses_to_overwrite(checkpoints, tmp_path):
     readme = (out / "README.md").read_text()
     assert "| linear_top1 | 42.5 |" in readme and "| knn_cls | 33.5 | 80.0 | evaluator knn |" in readme
     assert "10.0" not in readme and "value: 33.5" in readme.split("---")[1]  # model-index in the front matter
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(ValueError, match="overwrite"):
         export_encoder(ckpt, out)
     export_encoder(ckpt, out, overwrite=True)
 

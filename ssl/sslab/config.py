@@ -8,12 +8,13 @@ optional field.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import difflib
 import json
-import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import SslabError
 
 
 @dataclass
@@ -23,70 +24,70 @@ class Config:
     # --- run ---
     method: str = "mae"                      # "mae" | "dino"
     output_dir: str = "runs/default"         # checkpoints, logs and the resolved config go here
-    seed: int = 0
+    seed: int = 0                            # seeds init, augmentation and masking (same on every process)
     resume: str = ""                         # "" (fresh), "auto" (newest checkpoint in output_dir) or a path
     allow_config_change: bool = False        # resume even if fields outside FREE_ON_RESUME changed (see below)
 
     # --- data ---
-    data: str = "demo"                       # ImageFolder dir, .tar of one, or "demo"
+    data: str | None = "demo"                # ImageFolder dir, .tar of one, or "demo"; a recipe for your own data sets None (--data required)
     in_memory: bool = False                  # decode once into uint8 arrays (small datasets)
     skip_bad_files: bool = False             # skip undecodable images (counted in the log) instead of stopping
-    num_workers: int = 8
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    num_workers: int = 8                     # DataLoader worker processes per training process
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)   # per-channel normalisation mean (one value per in_chans)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)    # per-channel normalisation std (one value per in_chans)
     augment_on_device: bool = True           # loader: uint8 crops only (reduced-size JPEG decode); flip/jitter/blur/solarise batched on the model's device, --in-memory images held and cropped there (false: torchvision per image)
 
     # --- encoder (timm) ---
-    model: str = "vit_base_patch16_224"
-    img_size: int = 224
+    model: str = "vit_base_patch16_224"      # timm encoder name (a ViT or Swin)
+    img_size: int = 224                      # training crop size in pixels
     patch_size: int | None = None            # None: the timm model's own
-    in_chans: int = 3
+    in_chans: int = 3                        # 1 (images loaded as grayscale) or 3 (RGB)
     model_kwargs: dict = field(default_factory=dict)   # extra timm.create_model kwargs, e.g. {"depth": 6}
 
     # --- MAE ---
-    mask_ratio: float = 0.75
-    norm_pix_loss: bool = True
-    decoder_embed_dim: int = 512
-    decoder_depth: int = 8
-    decoder_num_heads: int = 16
-    crop_scale: tuple[float, float] = (0.2, 1.0)
+    mask_ratio: float = 0.75                 # fraction of patches removed; at least one must be removed and one kept
+    norm_pix_loss: bool = True               # regress per-patch normalised pixels (MAE Table 1c)
+    decoder_embed_dim: int = 512             # width of the MAE decoder
+    decoder_depth: int = 8                   # blocks of the MAE decoder
+    decoder_num_heads: int = 16              # attention heads of the MAE decoder
+    crop_scale: tuple[float, float] = (0.2, 1.0)   # RandomResizedCrop area range (min,max) in (0, 1]
 
     # --- Swin ---
     swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (GreenMIM: encoder computes visible units only) | "mask_token" (SimMIM: all tokens, 1x1-conv head, L1 loss; decoder_* and norm_pix_loss unused)
 
     # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py; shared fields: sslab/method_defaults.py)
     out_dim: int = 65536                     # prototypes K of the DINO head
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    head_nlayers: int = 3
-    use_bn_in_head: bool = False
+    head_hidden_dim: int = 2048              # hidden width of the DINO head MLP
+    head_bottleneck_dim: int = 256           # bottleneck before the prototypes
+    head_nlayers: int = 3                    # layers of the DINO head MLP
+    use_bn_in_head: bool = False             # batch norm in the DINO head MLP
     norm_last_layer: bool = True             # weight_g frozen at 1 (stabler; false is better for ViT-S)
     global_crops_size: int | None = None     # None: img_size
-    global_crops_scale: tuple[float, float] = (0.4, 1.0)
+    global_crops_scale: tuple[float, float] = (0.4, 1.0)   # area range of the 2 global crops
     local_crops_number: int = 8              # local crops per image (0 disables multi-crop)
-    local_crops_size: int = 96
-    local_crops_scale: tuple[float, float] = (0.05, 0.4)
-    student_temp: float = 0.1
+    local_crops_size: int = 96               # side of each local crop in pixels
+    local_crops_scale: tuple[float, float] = (0.05, 0.4)   # area range of the local crops
+    student_temp: float = 0.1                # tau_s of the student softmax
     warmup_teacher_temp: float = 0.04        # tau_t warms up linearly per epoch from this ...
     teacher_temp: float = 0.04               # ... to this, then stays (main_dino.py; its README's boosted run: 0.07 over 30 epochs)
     warmup_teacher_temp_epochs: int = 0
-    center_momentum: float = 0.9
+    center_momentum: float = 0.9             # EMA momentum of the teacher centre
     momentum_teacher: float = 0.996          # EMA momentum, cosine to 1 per iteration (0.9995 for batch 256)
     freeze_last_layer: int = 1               # epochs with the head's last layer frozen
     pos_interpolation: str = "dino"          # ViT positions for crops of another size: "dino" (official interpolate_pos_encoding: bicubic, scale (n+0.1)/sqrt(N), no antialias) | "timm" (timm's antialiased resize)
 
     # --- optimisation ---
-    epochs: int = 800
+    epochs: int = 800                        # passes over the training data
     batch_size: int = 64                     # per process
     accum_iter: int = 1                      # micro-batches per optimiser step
     effective_batch_size: int | None = None  # if set, accum_iter = this / (batch_size x processes)
     base_lr: float = 1.5e-4                  # lr = base_lr * effective_batch / 256
     lr: float | None = None                  # absolute lr; overrides base_lr when set
-    min_lr: float = 0.0
+    min_lr: float = 0.0                      # end of the cosine lr schedule
     warmup_epochs: float = 40
-    weight_decay: float = 0.05
+    weight_decay: float = 0.05               # AdamW weight decay (weights only, not biases/norms)
     weight_decay_end: float | None = None    # None: constant; else cosine from weight_decay to this (DINO)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = (0.9, 0.95)   # AdamW (beta1,beta2)
     clip_grad: float | None = None           # max grad norm; None: no clipping (MAE)
     clip_grad_mode: str = "global"           # "global" (one norm over all) | "per_param" (each tensor, as DINO)
     mixed_precision: str = "no"              # "no" | "fp16" | "bf16"
@@ -98,11 +99,11 @@ class Config:
 
     # --- checkpoints ---
     save_every_steps: int = 1000             # also saved at the end of every epoch
-    keep_last: int = 3
+    keep_last: int = 3                       # newest checkpoints kept on disk
 
     # --- logging ---
     log_every: int = 20                      # optimiser steps between log rows
-    progress_bar: bool = True
+    progress_bar: bool = True                # tqdm bar on stderr (rank 0)
     wandb_mode: str = "auto"                 # auto (online with credentials, else offline) | online | offline | disabled
     wandb_project: str | None = None         # None: $WANDB_PROJECT, else "sslab"
     wandb_entity: str | None = None          # None: $WANDB_ENTITY, else your default entity
@@ -126,7 +127,7 @@ class Config:
         """A copy with some fields changed (unknown names are an error)."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}; see sslab/config.py for the list")
+            raise SslabError(unknown_fields_message(sorted(unknown), "Config.replace"))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,11 +146,33 @@ FREE_ON_RESUME: frozenset[str] = frozenset({
     "log_every", "progress_bar", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "wandb_name",
     "wandb_tags", "wandb_artifacts",
     "vis_every_epochs", "vis_num_images",
-    "monitor_every_epochs", "monitor_data", "monitor_train_size", "monitor_test_size",
+    "monitor_every_epochs", "monitor_data", "monitor_train_size", "monitor_test_size", "vis_data",
+    # how the same maths is executed (compiled, recomputed in the backward pass)
+    "compile", "grad_checkpointing",
 })
 # These may change on resume as long as the effective batch (batch x accumulation x processes) stays,
 # e.g. a requeue onto another GPU count with effective_batch_size set; the engine checks that product.
 EFFECTIVE_BATCH_FIELDS: frozenset[str] = frozenset({"batch_size", "accum_iter", "effective_batch_size"})
+def unknown_fields_message(names: list[str], where: str) -> str:
+    """One line for misspelled field names, with the nearest real names."""
+    fields = [f.name for f in dataclasses.fields(Config)]
+    hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n, fields, n=1)) else n for n in names]
+    return (f"{where}: unknown config field(s) {', '.join(hints)}; the fields are listed by --help "
+            "and in sslab/config.py")
+
+
+_dataclass_init = Config.__init__
+
+
+def _checked_init(self: Config, *args: Any, **kwargs: Any) -> None:
+    # A misspelled keyword in a recipe's Config(...) would be a bare TypeError from the dataclass.
+    unknown = set(kwargs) - {f.name for f in dataclasses.fields(Config)}
+    if unknown:
+        raise SslabError(unknown_fields_message(sorted(unknown), "Config(...)"))
+    _dataclass_init(self, *args, **kwargs)
+
+
+Config.__init__ = _checked_init  # type: ignore[method-assign]
 
 
 def encoder_kwargs(config: "Config | dict[str, Any]") -> dict[str, Any]:
@@ -162,56 +185,8 @@ def encoder_kwargs(config: "Config | dict[str, Any]") -> dict[str, Any]:
     return kw
 
 
-def _parse_bool(s: str) -> bool:
-    v = s.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
-
-
-def _parser_for(tp: Any, name: str):
-    """A string -> value converter for a field type (handles Optional, tuples, dicts)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
-        inner = _parser_for(next(a for a in args if a is not type(None)), name)
-        return lambda s: None if s.strip().lower() in ("none", "null", "") else inner(s)
-    if tp is bool:
-        return _parse_bool
-    if tp in (int, float, str):
-        return tp
-    if origin is tuple:
-        elem = args[0] if args else str
-        conv = _parser_for(elem, name)
-        return lambda s: tuple(conv(x) for x in s.split(",") if x.strip() != "")
-    if tp is dict or origin is dict:
-        def parse_dict(s: str) -> dict:
-            try:
-                out = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise argparse.ArgumentTypeError(f"--{name} takes JSON, e.g. '{{\"depth\": 6}}': {e}") from e
-            if not isinstance(out, dict):
-                raise argparse.ArgumentTypeError(f"--{name} takes a JSON object, got {s!r}")
-            return out
-        return parse_dict
-    raise TypeError(f"config field {name} has unsupported type {tp}")
-
-
 def parse_args(base: Config, argv: list[str] | None = None, description: str = "") -> Config:
-    """Apply command-line overrides to ``base``; ``--help`` lists every field with its value."""
-    hints = typing.get_type_hints(type(base))
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(base):
-        flags = ["--" + f.name.replace("_", "-")] + (["--" + f.name] if "_" in f.name else [])
-        tp = hints[f.name]
-        kwargs: dict[str, Any] = dict(dest=f.name, type=_parser_for(tp, f.name), default=getattr(base, f.name))
-        if tp is bool:
-            kwargs.update(nargs="?", const=True)
-        p.add_argument(*flags, **kwargs)
-    unset = object()  # argparse leaves attributes that already exist alone: what stays unset was not given
-    ns = p.parse_args(argv, namespace=argparse.Namespace(**{f.name: unset for f in dataclasses.fields(base)}))
-    given = {k: v for k, v in vars(ns).items() if v is not unset}
-    from .method_defaults import apply_method_defaults  # e.g. --method dino: DINO's betas, min lr, ...
+    """Apply command-line overrides to ``base``; ``--help`` lists every field (see :mod:`sslab.config_cli`)."""
+    from .config_cli import parse_args as _parse_args
 
-    return apply_method_defaults(dataclasses.replace(base, **given), given)
+    return _parse_args(base, argv, description)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import timm
+
 import torch
 from torch import nn
 
 from .config import encoder_kwargs
 from .engine.checkpoint import load_checkpoint
+from .models.timm_create import create_timm_model
+from .errors import SslabError
 
 # Keys of an MAE model that belong to the MAE task, not to the encoder. A Swin MAE keeps timm's Swin keys at the
 # top level like the ViT MAE; its "mask_token" mode adds the encoder-input token "input_mask_token".
@@ -34,7 +36,7 @@ def build_encoder(config: dict[str, Any], **overrides: Any) -> nn.Module:
     """A randomly initialised timm encoder (no classifier) with the architecture of the run."""
     name, kwargs = encoder_spec(config)
     kwargs.update(overrides)
-    return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    return create_timm_model(name, pretrained=False, num_classes=0, **kwargs)
 
 
 def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -48,7 +50,7 @@ def encoder_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     if method == "dino":  # the EMA teacher's backbone is the encoder DINO evaluates and releases
         return {k.removeprefix("backbone."): v for k, v in checkpoint["branch"]["teacher"].items()
                 if k.startswith("backbone.")}
-    raise ValueError(f"no encoder extraction rule for method {method!r}")
+    raise SslabError(f"no encoder extraction rule for method {method!r}")
 
 
 def encoder_from_checkpoint(path: str | os.PathLike) -> nn.Module:

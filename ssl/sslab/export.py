@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
+from .config_cli import ArgumentParser, parse_bool
 from .encoders import MAE_ONLY_PREFIXES, build_encoder, encoder_spec, encoder_state_dict
 from .errors import SslabError
 from .serialization import safe_load
@@ -185,11 +186,11 @@ def export_encoder(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLik
     """
     checkpoint_path, out = Path(checkpoint_path), Path(out_dir)
     if (out / WEIGHTS_NAME).exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds an exported encoder; choose another folder or pass "
+        raise SslabError(f"{out} already holds an exported encoder; choose another folder or pass "
                               "overwrite=True (--overwrite)")
     ckpt = safe_load(checkpoint_path)
     if not (isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) and "method" in ckpt["config"]):
-        raise ValueError(f"{checkpoint_path} is not an sslab training checkpoint (no 'config' with a 'method'); "
+        raise SslabError(f"{checkpoint_path} is not an sslab training checkpoint (no 'config' with a 'method'); "
                          "export works on the checkpoint-*.pt files of a run")
     config = ckpt["config"]
     model = build_encoder(config)
@@ -333,7 +334,7 @@ def official_encoder_state_dict(obj: Any, path: str | os.PathLike = "") -> dict[
     else:
         sd = obj
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
-        raise ValueError(f"{path}: not a state dict nor an MAE/DINO release layout "
+        raise SslabError(f"{path}: not a state dict nor an MAE/DINO release layout "
                          "({'model': ...}, {'teacher': ...}, or a bare state dict of tensors)")
     sd = _strip(sd, "module.")
     if any(k.startswith("backbone.") for k in sd):
@@ -348,7 +349,7 @@ def _load_state_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: Path
     shape = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
              for k in sd if k in own and sd[k].shape != own[k].shape]
     if missing or unexpected or shape:
-        raise ValueError(
+        raise SslabError(
             f"{path} does not fit timm {name!r}: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, shape mismatches {shape[:5]}; "
             "pass the release's architecture and its arguments, e.g. model='vit_small_patch16_224' or "
@@ -402,7 +403,7 @@ def load_encoder(path: str | os.PathLike, model: str | None = None, **model_kwar
     p = Path(path)
     if p.is_dir():
         if not (p / "config.json").is_file() or not (p / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{p} is not an exported encoder folder (needs config.json and {WEIGHTS_NAME}); "
+            raise SslabError(f"{p} is not an exported encoder folder (needs config.json and {WEIGHTS_NAME}); "
                                     "write one with python -m sslab.export CHECKPOINT OUT_DIR")
         # timm reads model.safetensors first (timm.models._hub._PREFERRED_FILES): no pickle involved.
         return timm.create_model(f"local-dir:{p}", pretrained=True, **model_kwargs).eval()
@@ -410,7 +411,7 @@ def load_encoder(path: str | os.PathLike, model: str | None = None, **model_kwar
     if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "method" in obj["config"]:
         config = obj["config"]
         if model is not None and model != config["model"]:
-            raise ValueError(f"{p} is an sslab checkpoint of {config['model']!r}, not {model!r}; leave model out")
+            raise SslabError(f"{p} is an sslab checkpoint of {config['model']!r}, not {model!r}; leave model out")
         enc = build_encoder(config, **model_kwargs)
         enc.load_state_dict(encoder_state_dict(obj), strict=True)
         # Record the run's preprocessing where timm.data.resolve_data_config looks for it.
@@ -434,21 +435,27 @@ def load_encoder(path: str | os.PathLike, model: str | None = None, **model_kwar
 
 def main(argv: list[str] | None = None) -> Path:
     """``python -m sslab.export CHECKPOINT OUT_DIR [--results RESULTS.json] [--overwrite]``."""
-    ap = argparse.ArgumentParser(prog="python -m sslab.export", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m sslab.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="an sslab training checkpoint (checkpoint-*.pt)")
     ap.add_argument("out_dir", help="folder to write (model.safetensors, config.json, sslab.json, README.md)")
     ap.add_argument("--results", default=None, help="JSON file of evaluation results to record with the encoder")
-    ap.add_argument("--overwrite", action="store_true", help="replace an encoder already in OUT_DIR")
+    ap.add_argument("--overwrite", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
+                    help="replace an encoder already in OUT_DIR")
     ap.add_argument("--push-to-hub", metavar="REPO", default=None,
                     help="also upload the folder to this Hugging Face Hub model repo (user/name; needs a login)")
-    ap.add_argument("--private", action="store_true", help="create the Hub repo private")
-    ap.add_argument("--wandb-artifact", action="store_true",
+    ap.add_argument("--private", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
+                    help="create the Hub repo private")
+    ap.add_argument("--wandb-artifact", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
                     help="also log the folder as a wandb artifact (type model) in the run's project and group")
     ap.add_argument("--wandb-mode", default="auto", help="auto | online | offline | disabled (for --wandb-artifact)")
     args = ap.parse_args(argv)
-    results = json.loads(Path(args.results).read_text()) if args.results else None
+    try:
+        results = json.loads(Path(args.results).read_text()) if args.results else None
+    except (OSError, json.JSONDecodeError) as e:
+        raise SslabError(f"--results {args.results}: cannot read a JSON file ({e}); give a JSON file such as "
+                         "an evaluation result") from None
     if results is not None and not isinstance(results, dict):
-        ap.error(f"--results {args.results} must hold a JSON object such as {{\"knn_top1\": 71.3}}")
+        raise SslabError(f"--results {args.results} must hold a JSON object; e.g. {{\"knn_top1\": 71.3}}")
     out = export_encoder(args.checkpoint, args.out_dir, results=results, overwrite=args.overwrite)
     print(f"wrote {out} (load with timm.create_model('local-dir:{out}', pretrained=True))", file=sys.stderr)
     if args.wandb_artifact:

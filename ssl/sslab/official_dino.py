@@ -30,6 +30,7 @@ from torch import nn
 from .config import Config, parse_args
 from .export import official_encoder_state_dict
 from .serialization import safe_load
+from .errors import SslabError
 
 log = logging.getLogger("sslab")
 
@@ -54,7 +55,7 @@ def official_networks(ckpt: dict) -> tuple[dict, dict, torch.Tensor | None]:
     """
     if not isinstance(ckpt, dict) or "student" not in ckpt or "teacher" not in ckpt:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"not an official DINO full checkpoint (needs 'student' and 'teacher'), got {keys}; "
+        raise SslabError(f"not an official DINO full checkpoint (needs 'student' and 'teacher'), got {keys}; "
                          "for the backbone-only release use load_official_backbone")
     student, teacher = strip_prefix(ckpt["student"], "module."), strip_prefix(ckpt["teacher"], "module.")
     center = (ckpt.get("dino_loss") or {}).get("center")
@@ -92,7 +93,7 @@ def config_from_official_args(args: Any, **changes: Any) -> Config:
     a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     arch = a.get("arch", "vit_small").replace("deit", "vit")
     if arch not in OFFICIAL_VITS:
-        raise ValueError(f"official arch {arch!r} has no sslab counterpart; sslab trains ViTs ({', '.join(OFFICIAL_VITS)})")
+        raise SslabError(f"official arch {arch!r} has no sslab counterpart; sslab trains ViTs ({', '.join(OFFICIAL_VITS)})")
     cfg = Config(
         method="dino", model=f"{arch}_patch16_224", patch_size=int(a.get("patch_size", 16)), img_size=224,
         model_kwargs={"drop_path_rate": float(a.get("drop_path_rate", 0.1))},

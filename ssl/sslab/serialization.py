@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from .errors import SslabError
 
 # Harmless types official checkpoints carry (MAE main_pretrain.py / DINO main_dino.py save `args`).
 SAFE_EXTRA_TYPES: tuple[type, ...] = (argparse.Namespace,)
 
 
-class UnsafeCheckpointError(RuntimeError):
+class UnsafeCheckpointError(SslabError):
     """A weight file that would need to run code (an object other than tensors/plain values) to load."""
 
 
@@ -63,7 +64,7 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"no weight file at {p}")
+        raise SslabError(f"no weight file at {p}; check the path (a checkpoint-*.pt, exported folder or release file)")
     if _is_safetensors(p):
         from safetensors.torch import load_file
 
@@ -76,8 +77,9 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"refusing to load {p}: it is not a weights-only file, {_what_it_asks_for(p, e)}, which could run "
-            "code. sslab never unpickles arbitrary objects. If you trust where the file comes from, load it "
+            "code, and sslab never unpickles arbitrary objects; if you trust where the file comes from, load it "
             "yourself with torch.load(weights_only=False) and re-save its tensors with safetensors.torch.save_file"
         ) from None
     except (RuntimeError, EOFError, OSError) as e:  # truncated or corrupt files
-        raise RuntimeError(f"cannot read weight file {p}: {type(e).__name__}: {e}") from e
+        raise SslabError(f"cannot read weight file {p} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "the file is truncated or corrupt: copy or download it again") from e

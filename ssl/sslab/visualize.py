@@ -24,6 +24,8 @@ from typing import Any
 import torch
 
 from .config import Config
+from .config_cli import ArgumentParser, converter
+from .errors import SslabError
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:
@@ -38,7 +40,7 @@ def mae_model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
 
     cfg = config_from_dict(ckpt["config"])
     if cfg.method != "mae":
-        raise ValueError(f"this checkpoint was trained with {cfg.method!r}; reconstructions need an MAE checkpoint "
+        raise SslabError(f"this checkpoint was trained with {cfg.method!r}; reconstructions need an MAE checkpoint "
                          "(use the 'attention' command for other methods)")
     model = BRANCHES[cfg.method](cfg).model
     model.load_state_dict(ckpt["model"], strict=True)
@@ -86,7 +88,7 @@ def run_mae(args: argparse.Namespace) -> Path:
     path = Path(args.checkpoint)
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise ValueError(f"{path} is not an sslab training checkpoint (no 'config'); the mae command needs one")
+        raise SslabError(f"{path} is not an sslab training checkpoint (no 'config'); the mae command needs one")
     model = mae_model_from_checkpoint(ckpt).to(args.device)
     cfg = config_from_dict(ckpt["config"])
     imgs = fixed_images(args.data or cfg.vis_data or cfg.data, args.num_images, cfg.img_size, cfg.mean, cfg.std, cfg.in_chans)
@@ -107,7 +109,7 @@ def run_attention(args: argparse.Namespace) -> Path:
     run_cfg = _run_config(path) or {}
     data = args.data or run_cfg.get("vis_data") or run_cfg.get("data")
     if not data:
-        raise ValueError(f"{path} does not record its data; pass --data (an ImageFolder, a tar of one, or demo)")
+        raise SslabError(f"{path} does not record its data; pass --data (an ImageFolder, a tar of one, or demo)")
     dc = resolve_data_config({}, model=encoder)
     in_chans, h, _ = dc["input_size"]
     imgs = fixed_images(data, args.num_images, h, dc["mean"], dc["std"], in_chans)
@@ -117,8 +119,8 @@ def run_attention(args: argparse.Namespace) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """Parse the command line and write one PNG; returns its path."""
-    ap = argparse.ArgumentParser(prog="python -m sslab.visualize", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = ArgumentParser(prog="python -m sslab.visualize", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", type=Path, default=None, help="PNG to write")
@@ -134,12 +136,13 @@ def main(argv: list[str] | None = None) -> Path:
     a.add_argument("path", help="sslab checkpoint, exported folder, or official MAE/DINO release file")
     a.add_argument("--threshold", type=float, default=None, help="keep the top mass of each map (DINO: 0.6)")
     a.add_argument("--model", default=None, help="timm architecture of an official release file")
-    a.add_argument("--model-kwargs", type=json.loads, default={}, help="JSON timm.create_model kwargs")
+    a.add_argument("--model-kwargs", type=converter(dict, "model_kwargs"), default={},
+                   help="JSON timm.create_model kwargs")
     args = ap.parse_args(argv)
     if args.num_images < 1:
-        ap.error(f"--num-images must be >= 1, got {args.num_images}")
+        raise SslabError(f"--num-images must be >= 1, got {args.num_images}; e.g. --num-images 8")
     if args.command == "attention" and args.threshold is not None and not 0 < args.threshold <= 1:
-        ap.error(f"--threshold is a mass in (0, 1], got {args.threshold}")
+        raise SslabError(f"--threshold is a mass in (0, 1], got {args.threshold}; e.g. --threshold 0.6")
     with torch.no_grad():
         out = run_mae(args) if args.command == "mae" else run_attention(args)
     print(f"wrote {out}", file=sys.stderr)

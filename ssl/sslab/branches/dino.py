@@ -12,7 +12,7 @@ import logging
 import math
 from typing import Any
 
-import timm
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -32,8 +32,10 @@ from ..models.execution import compile_function, compile_in_place, set_grad_chec
 from ..models.dino_head import DINOHead
 from ..models.dino_vit import POS_INTERPOLATIONS, init_dino_vit, use_dino_pos_interpolation
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
+from ..models.timm_create import create_timm_model
 from ..models.swin_pad_shift import use_pad_then_shift
 from ..schedules import warmup_cosine
+from ..errors import SslabError
 
 log = logging.getLogger("sslab")
 
@@ -60,7 +62,7 @@ def build_backbone(cfg: Config, **overrides: Any) -> nn.Module:
         raise SslabError(f"pos_interpolation {cfg.pos_interpolation!r} is not one of {POS_INTERPOLATIONS}; pass "
                          "--pos-interpolation dino (the official DINO ViT's) or timm")
     kw = {**encoder_kwargs(cfg), **overrides}
-    backbone = timm.create_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
+    backbone = create_timm_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
     if isinstance(backbone, VisionTransformer):
         init_dino_vit(backbone)
         if cfg.pos_interpolation == "dino":
@@ -91,18 +93,18 @@ def global_crops_size(cfg: Config) -> int:
 def validate_dino(cfg: Config, backbone: nn.Module) -> None:
     """Reject DINO settings that cannot run, with the value and the fix."""
     if cfg.local_crops_number < 0:
-        raise ValueError(f"local_crops_number must be >= 0, got {cfg.local_crops_number}")
+        raise SslabError(f"local_crops_number must be >= 0, got {cfg.local_crops_number}")
     if not 0 <= cfg.warmup_teacher_temp_epochs <= cfg.epochs:
-        raise ValueError(f"warmup_teacher_temp_epochs {cfg.warmup_teacher_temp_epochs} must be between 0 and "
+        raise SslabError(f"warmup_teacher_temp_epochs {cfg.warmup_teacher_temp_epochs} must be between 0 and "
                          f"epochs {cfg.epochs}; pass e.g. --warmup-teacher-temp-epochs {min(30, cfg.epochs)}")
     for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
         if getattr(cfg, name) <= 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(cfg, name)}")
+            raise SslabError(f"{name} must be > 0, got {getattr(cfg, name)}")
     for name in ("momentum_teacher", "center_momentum"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+            raise SslabError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if cfg.freeze_last_layer < 0:
-        raise ValueError(f"freeze_last_layer must be >= 0 epochs, got {cfg.freeze_last_layer}")
+        raise SslabError(f"freeze_last_layer must be >= 0 epochs, got {cfg.freeze_last_layer}")
     patch = getattr(getattr(backbone, "patch_embed", None), "patch_size", None)
     if patch is not None:
         p = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
@@ -111,7 +113,7 @@ def validate_dino(cfg: Config, backbone: nn.Module) -> None:
             sizes["local_crops_size"] = cfg.local_crops_size
         for name, size in sizes.items():
             if size % p:
-                raise ValueError(f"{name} {size} is not a multiple of the patch size {p}; use "
+                raise SslabError(f"{name} {size} is not a multiple of the patch size {p}; use "
                                  f"{max(p, size // p * p)} or {(size // p + 1) * p}")
     if is_timm_swin(cfg.model):  # Swin: global crops fit its windows and merges exactly; local crops are padded
         validate_swin_crops(backbone, global_crops_size(cfg), cfg.local_crops_size if cfg.local_crops_number else None,

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_mask_ratio
 from ..config import Config, encoder_kwargs
 from ..data.in_memory import InMemoryImages
 from ..data.seeding import sample_uniform
@@ -36,6 +37,8 @@ class MAEBranch:
         set_grad_checkpointing(self.model, cfg.grad_checkpointing)
         if cfg.compile:  # model and loss: the loss is computed inside the MAE forward
             compile_in_place(self.model)
+        # A Swin's masking units are known only now (the config-level check covers plain ViTs).
+        check_mask_ratio(cfg.mask_ratio, self.model.num_patches, "masking units")
 
     def transform(self, source=None):
         """RandomResizedCrop(scale 0.2-1, bicubic) + flip + normalise.

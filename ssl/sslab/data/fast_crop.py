@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .image_folder import load_rgb
+from .image_folder import load_image
 
 RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop (torchvision's default, the official code's)
 TRIES = 10
@@ -83,7 +83,7 @@ def open_for_crops(image, boxes_for) -> tuple[Image.Image, list, float, float]:
             factor = draft_factor(drawn["boxes"], sizes)
             return (math.ceil(width / factor), math.ceil(height / factor)) if factor > 1 else None
 
-        img = load_rgb(image, draft=draft)
+        img = load_image(image, getattr(image, "channels", 3), draft=draft)
         width, height = drawn["size"]
         return img, drawn["boxes"], img.size[0] / width, img.size[1] / height
     if isinstance(image, torch.Tensor):

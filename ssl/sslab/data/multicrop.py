@@ -20,6 +20,7 @@ from .device_crop import crop_on_device
 from .fast_crop import crop_boxes, cut, open_for_crops
 from .photometric import apply_photometric, draw_params
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import SslabError
 
 BLUR_SIGMA = (0.1, 2.0)  # PIL ImageFilter.GaussianBlur radius range of the official code (radius = sigma)
 
@@ -46,9 +47,9 @@ class MultiCropTransform:
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         for name, scale in (("global_crops_scale", global_crops_scale), ("local_crops_scale", local_crops_scale)):
             if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-                raise ValueError(f"{name} must be (min, max) with 0 < min <= max <= 1, got {tuple(scale)}")
+                raise SslabError(f"{name} must be (min, max) with 0 < min <= max <= 1, got {tuple(scale)}")
         if local_crops_number < 0:
-            raise ValueError(f"local_crops_number must be >= 0, got {local_crops_number}")
+            raise SslabError(f"local_crops_number must be >= 0, got {local_crops_number}")
         self.local_crops_number = local_crops_number
 
         def crop(size: int, scale) -> v2.Transform:

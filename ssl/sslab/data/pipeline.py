@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..errors import SslabError
 from .image_folder import BadImageError
 from .seeding import sample_seed
 
@@ -44,9 +45,10 @@ class SeededTransformDataset:
             except BadImageError as e:
                 if not self.skip_bad_files:
                     raise
-                log.warning("skipping: %s", e)
+                log.warning("skipping unreadable image %s: %s", e.path, e.reason)
                 skipped += 1
                 if skipped >= len(self.source):
-                    raise RuntimeError("every image in the dataset failed to decode") from e
+                    raise SslabError(f"every image of the dataset failed to decode (the last: {e.path}: {e.reason}); "
+                                     "point --data at readable images") from e
                 i = (i + 1) % len(self.source)
         return view, label, index, skipped

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from ..errors import SslabError
 
 
 class ShardedBatchSampler:
@@ -21,9 +22,11 @@ class ShardedBatchSampler:
                  seed: int = 0, shuffle: bool = True):
         global_batch = batch_size * world_size
         if num_samples < global_batch:
-            raise ValueError(
+            raise SslabError(
                 f"the dataset has {num_samples} images, fewer than one global batch of {global_batch} "
-                f"(batch_size {batch_size} x {world_size} processes); lower --batch-size"
+                f"(batch_size {batch_size} x {world_size} processes); "
+                + ("lower --batch-size" if batch_size > 1 else
+                   f"use at least {global_batch} images or start {max(1, num_samples)} process(es) or fewer")
             )
         self.num_samples, self.batch_size = num_samples, batch_size
         self.world_size, self.rank, self.seed, self.shuffle = world_size, rank, seed, shuffle

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SslabError
+from .file_check import bad_files_error, find_bad_files, report_skipped
 from .image_folder import ImageFolder
 from .in_memory import InMemoryImages, load_folder_in_memory
 from .named import is_named, load_named
@@ -39,11 +40,11 @@ def cache_dir() -> Path:
 def load_demo(split: str = "train", channels: int = 1) -> InMemoryImages:
     """The embedded Fashion-MNIST demo set: 28x28 uint8 images, ``channels`` 1 or 3 (gray repeated)."""
     if split not in ("train", "test"):
-        raise ValueError(f"the demo set has splits 'train' and 'test', not {split!r}")
+        raise SslabError(f"the demo set has splits 'train' and 'test', not {split!r}; use --data demo or demo:test")
     with resources.files("sslab.data").joinpath("demo/fashion_mnist_demo.npz").open("rb") as f, np.load(f) as z:
         images, labels = z[f"{split}_images"][:, None], z[f"{split}_labels"]
     if channels not in (1, 3):
-        raise ValueError(f"the demo set is grayscale: use in_chans 1 or 3, not {channels}")
+        raise SslabError(f"the demo set is grayscale: in_chans {channels} is not possible; pass --in-chans 1 or 3")
     return InMemoryImages(np.repeat(images, channels, axis=1), labels, DEMO_CLASSES)
 
 
@@ -151,8 +152,8 @@ def locate_split(spec: str, split: str = "train", flat_ok: bool = True) -> tuple
                              f"{spec_path}:train or {spec_path}:test")
         return fixed, None
     if not path.exists():
-        raise FileNotFoundError(f"--data {spec_path!r} does not exist; give an ImageFolder directory, a .tar of "
-                                "one, 'demo', 'cifar10' or 'fashion-mnist'")
+        raise SslabError(f"--data {spec_path!r} does not exist; give an ImageFolder directory, a .tar of "
+                         "one, 'demo', 'cifar10' or 'fashion-mnist'")
     if path.is_file():
         if not path.name.endswith(TAR_SUFFIXES):
             raise SslabError(f"--data {spec_path!r} is a file but not a tar ({', '.join(TAR_SUFFIXES)}); give an "
@@ -178,5 +179,17 @@ def open_images(spec: str, split: str = "train", in_memory: bool = False, channe
         base = parse_spec(spec)[0]
         return load_demo(name, channels) if base == "demo" else load_named(base, name, channels, cache_dir())
     if in_memory:
-        return load_folder_in_memory(folder, cache_dir(), skip_bad_files)
-    return ImageFolder(folder, encoded=encoded)
+        return load_folder_in_memory(folder, cache_dir(), skip_bad_files, channels)
+    images = ImageFolder(folder, channels, encoded=encoded)
+    # Every file is checked before compute (header and trailer, cached per dataset), so a bad file stops
+    # the run now, named, instead of when it is first sampled.
+    bad = find_bad_files([p for p, _ in images.samples], cache_dir(), Path(folder).name)
+    if bad and not skip_bad_files:
+        raise bad_files_error(folder, bad, len(images), cache_dir())
+    total = len(images)
+    images.drop(bad)
+    if not len(images):
+        raise SslabError(f"none of the {total} image files under {folder} can be read; point --data at readable "
+                         "images")
+    report_skipped(bad, total)
+    return images

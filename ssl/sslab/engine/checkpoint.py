@@ -162,7 +162,7 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
         return ckpts[-1] if ckpts else None
     p = Path(resume)
     if not p.is_file():
-        raise FileNotFoundError(f"--resume {resume!r}: no such checkpoint file; use 'auto' or a checkpoint-*.pt path")
+        raise SslabError(f"--resume {resume!r}: no such checkpoint file; use 'auto' or a checkpoint-*.pt path")
     return p
 
 

@@ -10,6 +10,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from ..errors import SslabError
 
 from ..errors import SslabError
 

@@ -21,7 +21,8 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
 from ..branches import BRANCHES
-from ..config import Config, parse_args
+from ..checks import check_batch, check_config
+from ..config import Config, encoder_kwargs, parse_args
 from ..data.pipeline import SeededTransformDataset
 from ..data.sampler import ShardedBatchSampler
 from ..data.sources import open_images
@@ -29,6 +30,7 @@ from ..errors import SslabError
 from ..optim import adamw, clip_per_param
 from ..schedules import constant, warmup_cosine
 from .checkpoint import check_space_to_continue, find_resume, list_checkpoints, save_checkpoint
+from ..models.timm_create import create_timm_model
 from .distributed import make_accelerator
 from .hooks import EpochEnd, EpochHook, run_epoch_hooks
 from .logger import RunLogger, sweep_trial_dir
@@ -42,27 +44,31 @@ log = logging.getLogger("sslab")
 
 def validate(cfg: Config) -> None:
     """Reject a config that cannot run, with the value and the fix, before anything is built."""
+    check_config(cfg)  # the torch-free checks (sslab/checks.py); sslab.main ran them already
     if cfg.method not in BRANCHES:
-        raise ValueError(f"method {cfg.method!r} is not one of {sorted(BRANCHES)}")
+        raise SslabError(f"method {cfg.method!r} is not one of {sorted(BRANCHES)}; pass --method mae or --method dino")
     for name in ("epochs", "batch_size", "accum_iter", "log_every", "keep_last"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if not 0.0 <= cfg.mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in [0, 1), got {cfg.mask_ratio}")
+            raise SslabError(f"{name} must be >= 1, got {getattr(cfg, name)}; pass --{name.replace('_', '-')} 1 or more")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
-        raise ValueError(f"warmup_epochs {cfg.warmup_epochs} must be between 0 and epochs {cfg.epochs}")
+        raise SslabError(f"warmup_epochs {cfg.warmup_epochs} is not between 0 and epochs {cfg.epochs}; "
+                         "lower --warmup-epochs or raise --epochs")
     if cfg.clip_grad_mode not in ("global", "per_param"):
-        raise ValueError(f"clip_grad_mode must be 'global' or 'per_param', got {cfg.clip_grad_mode!r}")
+        raise SslabError(f"clip_grad_mode {cfg.clip_grad_mode!r} is not 'global' or 'per_param'; "
+                         "pass --clip-grad-mode global or per_param")
     if cfg.vis_every_epochs < 0 or cfg.vis_num_images < 1:
-        raise ValueError(f"vis_every_epochs must be >= 0 (0: never) and vis_num_images >= 1, got "
-                         f"{cfg.vis_every_epochs} and {cfg.vis_num_images}")
+        raise SslabError(f"vis_every_epochs must be >= 0 (0: never) and vis_num_images >= 1, got "
+                         f"{cfg.vis_every_epochs} and {cfg.vis_num_images}; pass --vis-every-epochs 0 or a positive "
+                         "--vis-num-images")
     if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
+        raise SslabError(f"max_steps must be >= 1 or none, got {cfg.max_steps}; pass --max-steps none or 1 or more")
     if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
-        raise ValueError(f"mean/std have {len(cfg.mean)}/{len(cfg.std)} values for in_chans {cfg.in_chans}; "
+        raise SslabError(f"mean/std have {len(cfg.mean)}/{len(cfg.std)} values for in_chans {cfg.in_chans}; "
                          "give one per channel (--mean 0.5 --std 0.5 for one channel)")
+    with torch.device("meta"):  # weightless, fast: a wrong timm name or keyword fails here, before the data
+        create_timm_model(cfg.model, pretrained=False, num_classes=0, **encoder_kwargs(cfg))
     if not cfg.resume and list_checkpoints(cfg.output_dir):
-        raise FileExistsError(
+        raise SslabError(
             f"output_dir {cfg.output_dir} already holds checkpoints; pass --resume auto to continue that run, "
             "or choose another --output-dir"
         )
@@ -72,15 +78,16 @@ def resolve_accum_iter(cfg: Config, world: int) -> int:
     """``accum_iter`` that reaches ``effective_batch_size`` with this many processes (or the given one)."""
     if cfg.effective_batch_size is None:
         return cfg.accum_iter
+    check_batch(cfg, world)
     per_step = cfg.batch_size * world
     if cfg.effective_batch_size % per_step:
-        raise ValueError(
+        raise SslabError(
             f"effective_batch_size {cfg.effective_batch_size} is not a multiple of batch_size {cfg.batch_size} x "
             f"{world} processes = {per_step}; change --batch-size or --effective-batch-size"
         )
     accum = cfg.effective_batch_size // per_step
     if cfg.accum_iter not in (1, accum):
-        raise ValueError(f"accum_iter {cfg.accum_iter} contradicts effective_batch_size {cfg.effective_batch_size} "
+        raise SslabError(f"accum_iter {cfg.accum_iter} contradicts effective_batch_size {cfg.effective_batch_size} "
                          f"with {world} x {cfg.batch_size}; set only one of them")
     return accum
 
@@ -115,14 +122,19 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
         check_effective_batch(state["effective_batch"], cfg.batch_size * cfg.accum_iter * world, resume_path)
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
-    branch = BRANCHES[cfg.method](cfg)
+    # The data first: a wrong folder or a bad file is reported before the model is built.
     source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, flat_ok=True,
                          encoded=cfg.augment_on_device)
+    branch = BRANCHES[cfg.method](cfg)
     dataset = SeededTransformDataset(source, branch.transform(source), cfg.seed, cfg.skip_bad_files)
+    skipped_up_front = len(getattr(source, "bad_files", ()))  # named and dropped by the pre-check (data/file_check)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.accum_iter
     if steps_per_epoch < 1:
-        raise ValueError(f"{len(sampler)} batches per epoch cannot fill accum_iter {cfg.accum_iter}; lower it")
+        raise SslabError(
+            f"--data {cfg.data} gives {len(sampler)} batches of {cfg.batch_size} x {world} per epoch, fewer than the "
+            f"accum_iter {cfg.accum_iter} micro-batches of one optimiser step; use a larger dataset or a smaller "
+            "--effective-batch-size / --accum-iter")
     workers = min(cfg.num_workers, os.cpu_count() or 1)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=acc.device.type == "cuda",
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
@@ -248,7 +260,8 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
 
             if step % cfg.log_every == 0 or step == last_step:
                 mean_loss = acc.reduce(window_loss / max(window_good, 1), reduction="mean").item()
-                skipped = int(acc.reduce(torch.tensor(skipped_total, device=acc.device), reduction="sum").item())
+                skipped = skipped_up_front + int(
+                    acc.reduce(torch.tensor(skipped_total, device=acc.device), reduction="sum").item())
                 dt = time.perf_counter() - window_t0
                 row = {"epoch": step / steps_per_epoch, "loss": mean_loss, "lr": float(lr_sched[step - 1]),
                        "weight_decay": float(wd_sched[step - 1]), "grad_norm": float(grad_norm),
@@ -285,7 +298,8 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     if console is not None:
         logging.getLogger("sslab").removeHandler(console)
         console.close()
-    summary.update(step=step, epochs_done=step / steps_per_epoch, world_size=world, effective_batch=eff_batch,
+    summary.update(skipped_files=skipped_up_front + skipped_total,
+                   step=step, epochs_done=step / steps_per_epoch, world_size=world, effective_batch=eff_batch,
                    lr=lr, steps_per_epoch=steps_per_epoch)
     return summary
 
@@ -303,7 +317,8 @@ def main(base: Config, argv: list[str] | None = None,
         elif int(os.environ.get("RANK", "0")) == 0:
             losses = out["losses"]
             trend = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, " if losses else ""
-            print(f"done: {out['step']} steps ({out['epochs_done']:.2f} epochs), {trend}"
+            skipped = f"{out['skipped_files']} unreadable files skipped, " if out.get("skipped_files") else ""
+            print(f"done: {out['step']} steps ({out['epochs_done']:.2f} epochs), {trend}{skipped}"
                   f"checkpoints and metrics in {out['run_dir']}", flush=True)
         return out
     finally:

@@ -12,8 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from ..config_cli import adopt_style, converter, parse_bool
 from ..data.sources import HELD_OUT_SPLIT, WHOLE, locate_split, open_images
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import SslabError
 from ..encoders import build_encoder, encoder_spec, encoder_state_dict
 from ..engine.checkpoint import list_checkpoints
 from ..errors import SslabError
@@ -55,7 +57,7 @@ def _load(path: Path, model: str | None, model_kwargs: dict[str, Any]
     try:  # exported folders and official release files
         from ..export import load_encoder
     except ImportError as e:  # pragma: no cover - a tree without sslab.export reads checkpoints only
-        raise ValueError(f"{path} is not an sslab checkpoint, and sslab.export (exported folders, official "
+        raise SslabError(f"{path} is not an sslab checkpoint, and sslab.export (exported folders, official "
                          "files) is not available") from e
     encoder = load_encoder(path, model=model, **model_kwargs)
     if path.is_dir():
@@ -74,7 +76,7 @@ def open_encoder(path: str | Path, model: str | None = None, model_kwargs: dict[
     is the run's (image size, mean/std) unless overridden; official files default to ImageNet's."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist; give a checkpoint-*.pt, a run folder, an exported folder "
+        raise SslabError(f"{p} does not exist; give a checkpoint-*.pt, a run folder, an exported folder "
                                 "or an official weight file")
     if p.is_dir() and list_checkpoints(p):
         p = list_checkpoints(p)[-1]
@@ -90,7 +92,7 @@ def open_encoder(path: str | Path, model: str | None = None, model_kwargs: dict[
     in_chans = int(_in_chans(encoder))
     mean, std = tuple(mean or d_mean), tuple(std or d_std)
     if len(mean) != in_chans or len(std) != in_chans:
-        raise ValueError(f"mean/std have {len(mean)}/{len(std)} values but the encoder takes {in_chans} channels; "
+        raise SslabError(f"mean/std have {len(mean)}/{len(std)} values but the encoder takes {in_chans} channels; "
                          "pass --mean/--std with one value per channel")
     return EncoderSource(encoder=encoder.eval(), path=p, fingerprint=file_fingerprint(p), run_dir=run_dir,
                          config=config, img_size=int(img_size or d_img), in_chans=in_chans, mean=mean, std=std,
@@ -107,7 +109,9 @@ def _model_img_size(encoder: nn.Module) -> int:
 
 
 def add_common_args(ap: argparse.ArgumentParser) -> None:
-    """Options every evaluator command takes."""
+    """Options every evaluator command takes, in the training commands' style: booleans ``true/false``,
+    ``--name=value``, no prefix matching, mistakes as one ``sslab: error:`` line (``--debug``: traceback)."""
+    adopt_style(ap)
     ap.add_argument("checkpoint", help="checkpoint-*.pt, a run folder (newest checkpoint), an exported encoder "
                                        "folder, or an official MAE/DINO weight file (with --model)")
     ap.add_argument("--data", default=None,
@@ -119,13 +123,15 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
                     help="the held-out split itself (a folder of class folders, or SPEC:FOLDER); overrides --data")
     ap.add_argument("--model", default=None, help="timm architecture of an official release file, "
                                                   "e.g. vit_base_patch16_224")
-    ap.add_argument("--model-kwargs", default="{}", type=json.loads, help="JSON timm.create_model kwargs for --model")
+    ap.add_argument("--model-kwargs", default={}, type=converter(dict, "model_kwargs"),
+                    help="JSON timm.create_model kwargs for --model")
     ap.add_argument("--img-size", type=int, default=None, help="input size (default: the run's)")
     ap.add_argument("--mean", type=_floats, default=None, help="comma-separated (default: the run's)")
     ap.add_argument("--std", type=_floats, default=None, help="comma-separated (default: the run's)")
     ap.add_argument("--train-size", type=int, default=None, help="class-balanced subset of the training split")
     ap.add_argument("--test-size", type=int, default=None, help="class-balanced subset of the held-out split")
-    ap.add_argument("--in-memory", action="store_true", help="decode the images once into memory")
+    ap.add_argument("--in-memory", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
+                    help="decode the images once into memory")
     ap.add_argument("--feature", default=None, help="cls | avg | lastK | parts joined with '+'; default: the "
                                                     "method's protocol (sslab.eval.protocols)")
     ap.add_argument("--method", choices=("mae", "dino"), default=None,
@@ -134,20 +140,31 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=256, help="images per forward pass and process")
     ap.add_argument("--num-workers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-cache", action="store_true", help="recompute features instead of using the cache")
+    ap.add_argument("--no-cache", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
+                    help="recompute features instead of using the cache")
     ap.add_argument("--output-dir", default=None, help="where the JSON result goes (default: the run folder)")
     ap.add_argument("--name", default=None, help="result file name (default: evaluator and feature)")
     ap.add_argument("--wandb-mode", default="auto", help="auto | online | offline | disabled")
+    ap.add_argument("--wandb-project", default=None, help="wandb project (default: the pretraining run's)")
+    ap.add_argument("--wandb-group", default=None, help="wandb group (default: the pretraining run's)")
 
 
 def _floats(s: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in s.split(",") if x.strip())
+    try:
+        return tuple(float(x) for x in s.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes comma-separated numbers, got {s!r}; e.g. 0.5,0.5,0.5") from None
 
 
 def source_from_args(args: argparse.Namespace) -> EncoderSource:
-    """:func:`open_encoder` with the command-line overrides."""
-    return open_encoder(args.checkpoint, args.model, args.model_kwargs, args.img_size, args.mean, args.std,
-                        args.method)
+    """:func:`open_encoder` with the command-line overrides (``--wandb-project/--wandb-group`` replace the
+    pretraining run's, which the result is logged to)."""
+    src = open_encoder(args.checkpoint, args.model, args.model_kwargs, args.img_size, args.mean, args.std,
+                       args.method)
+    wandb = {k: v for k, v in (("project", args.wandb_project), ("group", args.wandb_group)) if v}
+    if wandb:
+        src.config = {**(src.config or {}), "wandb_override": wandb}
+    return src
 
 
 @dataclass

@@ -36,6 +36,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..errors import SslabError
 from ..data.sources import cache_dir
 from ..serialization import safe_load
 
@@ -51,7 +52,7 @@ def parse_feature(feature: str) -> list[str]:
     for p in parts:
         m = _PART_RE.match(p)
         if not m or (m.group(2) is not None and int(m.group(2)) < 1):
-            raise ValueError(f"feature {feature!r}: each '+'-joined part must be 'cls', 'avg' or 'lastK' (K >= 1), "
+            raise SslabError(f"feature {feature!r}: each '+'-joined part must be 'cls', 'avg' or 'lastK' (K >= 1), "
                              f"e.g. 'cls', 'avg', 'last4', 'last1+avg'; got {p!r}")
     return parts
 
@@ -61,18 +62,18 @@ def check_feature(encoder: nn.Module, feature: str) -> None:
     parts = parse_feature(feature)
     if isinstance(encoder, SwinTransformer):
         if "cls" in parts:
-            raise ValueError("a Swin encoder has no class token; use feature 'avg' or 'lastK' (stage averages)")
+            raise SslabError("a Swin encoder has no class token; use feature 'avg' or 'lastK' (stage averages)")
         depth = len(encoder.layers)
     elif isinstance(encoder, VisionTransformer):
         if any(p.startswith(("cls", "last")) for p in parts) and encoder.cls_token is None:
-            raise ValueError(f"this ViT has no class token; use feature 'avg', not {feature!r}")
+            raise SslabError(f"this ViT has no class token; use feature 'avg', not {feature!r}")
         depth = len(encoder.blocks)
     else:
         raise TypeError(f"features are defined for timm VisionTransformer and SwinTransformer encoders, "
                         f"not {type(encoder).__name__}")
     for p in parts:
         if p.startswith("last") and int(p[4:]) > depth:
-            raise ValueError(f"feature {p!r} asks for more blocks/stages than the encoder has ({depth})")
+            raise SslabError(f"feature {p!r} asks for more blocks/stages than the encoder has ({depth})")
 
 
 def encode(encoder: nn.Module, x: torch.Tensor, feature: str) -> torch.Tensor:
@@ -191,7 +192,7 @@ def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     files = sorted(q for q in p.iterdir() if q.is_file() and q.name in ("model.safetensors", "config.json",
                                                                           "pytorch_model.bin")) if p.is_dir() else [p]
     if not files:
-        raise FileNotFoundError(f"{p}: no weight files to fingerprint")
+        raise SslabError(f"{p}: no weight files to fingerprint")
     h = hashlib.sha256()
     for q in files:
         st = q.stat()
@@ -238,7 +239,7 @@ def subset_indices(labels: torch.Tensor, size: int | None, seed: int = 0) -> lis
     if size is None or size >= n:
         return list(range(n))
     if size < 1:
-        raise ValueError(f"subset size must be >= 1, got {size}")
+        raise SslabError(f"subset size must be >= 1, got {size}")
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     # Rank every image within its class in the permuted order, then take images round-robin over classes.

@@ -58,6 +58,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torchvision.transforms import v2
 
+from ..errors import SslabError
 from ..data.sampler import ShardedBatchSampler
 from ..data.seeding import sample_seed
 from ..engine.checkpoint import load_checkpoint, resolve_resume, save_checkpoint

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SslabError
 from ..data.pipeline import SeededTransformDataset
 from ..data.sampler import ShardedBatchSampler
 from ..engine.distributed import make_accelerator
@@ -168,7 +169,7 @@ def probe_cached_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
     num_classes = int(torch.cat([train_y, test_y]).max()) + 1
     fit, held = split_indices(train_y, val_fraction, seed)
     if held.numel() == 0:
-        raise ValueError(f"val_fraction {val_fraction} holds out no training images; use a value in (0, 1)")
+        raise SslabError(f"val_fraction {val_fraction} holds out no training images; use a value in (0, 1)")
     t0 = time.perf_counter()
     heads, grid, per_epoch = train_heads(train_x[fit], train_y[fit], num_classes, lrs, wds, epochs, batch_size,
                                          batch_norm=batch_norm, seed=seed, device=device, watch=(test_x, test_y))
@@ -234,7 +235,7 @@ def run_augmented_probe(src, train, test, feature: str | None = None, recipe: st
     feature = feature or probe_feature(src.method, src.encoder)
     recipe = recipe or probe_recipe(src.method)
     if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+        raise SslabError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
     r = RECIPES[recipe]
     epochs = int(epochs or r["epochs"])
     # Default warmup: the recipe's share of its schedule (MAE: 10 of 90 epochs).

@@ -35,9 +35,9 @@ def check_monitor_config(cfg) -> None:
     """Raise if the monitor settings cannot work (before training starts), including a data layout
     without the ``train`` and held-out splits."""
     if cfg.monitor_every_epochs < 0:
-        raise ValueError(f"monitor_every_epochs must be >= 0 (0: off), got {cfg.monitor_every_epochs}")
+        raise SslabError(f"monitor_every_epochs must be >= 0 (0: off), got {cfg.monitor_every_epochs}")
     if cfg.monitor_every_epochs and min(cfg.monitor_train_size, cfg.monitor_test_size) < 1:
-        raise ValueError(f"monitor_train_size/monitor_test_size must be >= 1, got "
+        raise SslabError(f"monitor_train_size/monitor_test_size must be >= 1, got "
                          f"{cfg.monitor_train_size}/{cfg.monitor_test_size}")
     if cfg.monitor_every_epochs:
         spec = cfg.monitor_data or cfg.data

@@ -126,7 +126,8 @@ def wandb_target(config: dict[str, Any] | None, run_dir: str | os.PathLike) -> d
         recorded = json.loads((Path(run_dir) / "wandb.json").read_text())
     except (OSError, json.JSONDecodeError):
         recorded = None
-    target = recorded or engine_wandb_target(config or {}, run_dir)
+    target = {**(recorded or engine_wandb_target(config or {}, run_dir)),
+              **(config or {}).get("wandb_override", {})}  # an evaluator's --wandb-project/--wandb-group
     return {**target, "run_name": target["name"]}
 
 

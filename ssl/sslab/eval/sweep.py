@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..errors import SslabError
 from ..config import Config, parse_args
+from ..config_cli import adopt_style
 from ..data.sources import cache_dir, open_images
 from ..engine.checkpoint import list_checkpoints
 from ..pretrain import train  # with the epoch-end hooks the config asks for
@@ -138,12 +140,12 @@ def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
     """The grid, each point with its pretraining config (data subset materialised when needed). With
     ``materialize=False`` (``--list``) no data is opened or written: sizes come from ``train_size``."""
     if not sweep.models:
-        raise ValueError("the sweep has no models; give models={'label': {'model': ..., 'model_kwargs': ...}}")
+        raise SslabError("the sweep has no models; give models={'label': {'model': ..., 'model_kwargs': ...}}")
     bad = [e for e in sweep.evaluators if e not in EVALUATORS]
     if bad:
-        raise ValueError(f"unknown evaluators {bad}; choose from {EVALUATORS}")
+        raise SslabError(f"unknown evaluators {bad}; choose from {EVALUATORS}")
     if any(not 0 < f <= 1 for f in sweep.data_fractions):
-        raise ValueError(f"data_fractions must be in (0, 1], got {sweep.data_fractions}")
+        raise SslabError(f"data_fractions must be in (0, 1], got {sweep.data_fractions}")
     base = sweep.base
     if materialize:
         labels = dataset_labels(open_images(base.data, "train", False, base.in_chans))
@@ -157,7 +159,7 @@ def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
             data = base.data
         else:
             if base.in_chans != 3:
-                raise ValueError(f"data fractions are written as image folders, which load as RGB, but in_chans is "
+                raise SslabError(f"data fractions are written as image folders, which load as RGB, but in_chans is "
                                  f"{base.in_chans}: use in_chans 3 (and 3 mean/std values) in the sweep's base config")
             sub = subset_indices(labels[pool], n, sweep.seed)  # nested: smaller fractions are inside larger
             data = materialize_subset(base.data, [pool[i] for i in sub], base.in_chans)
@@ -266,7 +268,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     ns = runpy.run_path(str(path), run_name="sslab_sweep")
     sweep = ns.get("SWEEP")
     if not isinstance(sweep, Sweep):
-        raise ValueError(f"{path} must define SWEEP = sslab.eval.sweep.Sweep(...), found {type(sweep).__name__}")
+        raise SslabError(f"{path} must define SWEEP = sslab.eval.sweep.Sweep(...), found {type(sweep).__name__}")
     return sweep
 
 
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> list[dict
     """``python -m sslab.eval.sweep SWEEP.py [...]`` (or a sweep file's own ``main(SWEEP)``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ap = argparse.ArgumentParser(prog="python -m sslab.eval.sweep", description=__doc__.split("\n\n")[0])
+    adopt_style(ap)  # one-line errors, no prefix matching, --debug (as every sslab command)
     if sweep is None:
         ap.add_argument("sweep_file", help="a Python file defining SWEEP = Sweep(...)")
     ap.add_argument("--output-dir", dest="sweep_output_dir", default=None, help="the sweep's folder")

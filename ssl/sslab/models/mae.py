@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import timm
 import torch
 from timm.models import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer
@@ -22,6 +21,8 @@ from ..losses.mae_loss import mae_loss
 from .masking import gather_tokens, random_masking
 from .patches import patchify, unpatchify
 from .pos_embed import sincos_2d
+from .timm_create import check_model_name, create_timm_model
+from ..errors import SslabError
 
 # Options that belong to the MAE wrapper; everything else goes to timm.create_model.
 MAE_OPTIONS = ("decoder_embed_dim", "decoder_depth", "decoder_num_heads", "decoder_mlp_ratio", "norm_pix_loss")
@@ -33,23 +34,21 @@ def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
 
 def build_vit(encoder_name: str, **timm_kwargs: Any) -> VisionTransformer:
     """Create a randomly initialised timm ViT encoder (no head), checking it suits MAE."""
-    if encoder_name not in timm.list_models():
-        close = timm.list_models(f"*{encoder_name.split('_')[0]}*")[:8]
-        raise ValueError(f"unknown timm model {encoder_name!r}; similar names: {close}")
+    check_model_name(encoder_name)
     img = timm_kwargs.get("img_size")
     patch = timm_kwargs.get("patch_size")
     if img is not None and patch is not None:
         for i, p in zip(_pair(img), _pair(patch)):
             if i % p:
-                raise ValueError(
+                raise SslabError(
                     f"img_size {img} is not a multiple of patch_size {patch}; "
                     f"choose an image size divisible by the patch size (e.g. {i - i % p or p})"
                 )
-    model = timm.create_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs)
+    model = create_timm_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs)
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"{encoder_name!r} is a {type(model).__name__}, not a timm VisionTransformer")
+        raise SslabError(f"{encoder_name!r} is a {type(model).__name__}, not a timm VisionTransformer")
     if model.cls_token is None or model.num_prefix_tokens != 1 or model.pos_embed is None:
-        raise ValueError(
+        raise SslabError(
             f"{encoder_name!r} must have exactly one class token and absolute position embeddings "
             "(no register tokens) to be an MAE encoder"
         )
@@ -211,10 +210,10 @@ def create_mae(encoder_name: str = "vit_base_patch16_224", **overrides: Any) -> 
     dec_dim = mae_kwargs.get("decoder_embed_dim", 512)
     dec_heads = mae_kwargs.get("decoder_num_heads", 16)
     if dec_dim % dec_heads:
-        raise ValueError(f"decoder_embed_dim {dec_dim} is not divisible by decoder_num_heads {dec_heads}")
+        raise SslabError(f"decoder_embed_dim {dec_dim} is not divisible by decoder_num_heads {dec_heads}")
     vit = build_vit(encoder_name, **overrides)
     if vit.embed_dim % 4:
-        raise ValueError(f"embed_dim {vit.embed_dim} must be divisible by 4 for 2-D sin-cos positions")
+        raise SslabError(f"embed_dim {vit.embed_dim} must be divisible by 4 for 2-D sin-cos positions")
     model = MaskedAutoencoderViT(vit, **mae_kwargs)
     model.encoder_name = encoder_name
     model.encoder_kwargs = dict(overrides)

@@ -16,6 +16,9 @@ import torch
 from timm.models import model_entrypoint
 from timm.models.swin_transformer import SwinTransformer
 
+from .timm_create import create_timm_model
+from ..errors import SslabError
+
 Pair = tuple[int, int]
 
 
@@ -78,10 +81,10 @@ def validate_swin_geometry(img_size, patch_size, window_sizes, name: str = "swin
     windows_cfg = [_pair(w) for w in window_sizes]
     stages = len(windows_cfg)
     if any(p < 1 for p in patch) or any(i < 1 for i in img):
-        raise ValueError(f"{name}: img_size {_fmt(img)} and patch_size {_fmt(patch)} must be positive")
+        raise SslabError(f"{name}: img_size {_fmt(img)} and patch_size {_fmt(patch)} must be positive")
     for i, p in zip(img, patch):
         if i % p:
-            raise ValueError(
+            raise SslabError(
                 f"{name}: img_size {_fmt(img)} is not a multiple of patch_size {_fmt(patch)}; "
                 f"use an image size divisible by the patch size (e.g. {max(p, i - i % p)})"
             )
@@ -90,7 +93,7 @@ def validate_swin_geometry(img_size, patch_size, window_sizes, name: str = "swin
     for g, p in zip(grid, patch):
         if g % f:
             unit = p * f
-            raise ValueError(
+            raise SslabError(
                 f"{name}: img_size {_fmt(img)} with patch_size {_fmt(patch)} gives a {_fmt(grid)} patch grid, "
                 f"which the {stages - 1} patch merges of a {stages}-stage Swin cannot halve exactly; use an "
                 f"img_size that is a multiple of patch_size x 2**{stages - 1} = {unit} "
@@ -106,7 +109,7 @@ def validate_swin_geometry(img_size, patch_size, window_sizes, name: str = "swin
         for r, ws in zip(res, win):
             if r % ws:
                 fits = [d for d in range(2, r + 1) if r % d == 0]
-                raise ValueError(
+                raise SslabError(
                     f"{name}: stage {s} has a {_fmt(res)} token grid (img_size {_fmt(img)}, patch_size "
                     f"{_fmt(patch)}) that window_size {_fmt(w)} does not tile; timm would pad it with zero "
                     f"tokens that take part in attention. Use a window_size that divides {r} "
@@ -125,9 +128,9 @@ def swin_geometry(model: SwinTransformer, name: str = "swin") -> SwinGeometry:
     of timm's rule cannot go unnoticed.
     """
     if not isinstance(model, SwinTransformer):
-        raise ValueError(f"{name} is a {type(model).__name__}, not a timm SwinTransformer")
+        raise SslabError(f"{name} is a {type(model).__name__}, not a timm SwinTransformer")
     if any(getattr(b, "always_partition", False) for layer in model.layers for b in layer.blocks):
-        raise ValueError(f"{name}: always_partition=True is not supported; leave it at timm's default False")
+        raise SslabError(f"{name}: always_partition=True is not supported; leave it at timm's default False")
     # The configured windows (recent timm keeps them); older timm: the blocks' windows, which differ
     # from the configured ones only where they cover the whole grid, and then fit anyway.
     ref = getattr(model, "_ref_window_sizes", None)
@@ -161,9 +164,9 @@ def create_swin(encoder_name: str, **timm_kwargs: Any) -> tuple[SwinTransformer,
     under a second instead of after initialising the real model.
     """
     if not is_timm_swin(encoder_name):
-        raise ValueError(f"{encoder_name!r} is not a timm Swin (v1) model; e.g. {timm.list_models('swin_*')[:6]}")
+        raise SslabError(f"{encoder_name!r} is not a timm Swin (v1) model; e.g. {timm.list_models('swin_*')[:6]}")
     with torch.device("meta"):
-        swin_geometry(timm.create_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs), encoder_name)
+        swin_geometry(create_timm_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs), encoder_name)
     model = timm.create_model(encoder_name, pretrained=False, num_classes=0, **timm_kwargs)
     return model, swin_geometry(model, encoder_name)
 
@@ -180,13 +183,13 @@ def validate_swin_crops(model: SwinTransformer, global_size: int, local_size: in
     """
     geom = swin_geometry(model, name)
     if (global_size, global_size) != geom.img_size:
-        raise ValueError(
+        raise SslabError(
             f"{name}: the global crops are {global_size} px but the Swin's windows are laid out for img_size "
             f"{geom.img_size[0]}; set img_size to the global crop size (or leave global_crops_size unset)"
         )
     for size in [] if local_size is None else [local_size]:
         for p in geom.patch_size:
             if size % p:
-                raise ValueError(f"{name}: local_crops_size {size} is not a multiple of patch_size {p}; use "
+                raise SslabError(f"{name}: local_crops_size {size} is not a multiple of patch_size {p}; use "
                                  f"{max(p, size - size % p)} or {size - size % p + p}")
     return geom

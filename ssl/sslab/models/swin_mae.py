@@ -59,6 +59,7 @@ from .masking import Masking, gather_tokens, random_masking
 from .patches import patchify, unpatchify
 from .pos_embed import sincos_2d
 from .swin_geometry import SwinGeometry, create_swin, is_timm_swin  # noqa: F401 (re-exported)
+from ..errors import SslabError
 
 MODES = ("visible", "mask_token")
 SWIN_MAE_OPTIONS = MAE_OPTIONS + ("mode",)
@@ -191,7 +192,7 @@ class SwinMAE(nn.Module):
     ):
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"Swin MAE mode must be one of {MODES}, got {mode!r}")
+            raise SslabError(f"Swin MAE mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.geometry = g = geometry
         self.patch_size = g.unit_px  # the "patch" of the loss and of patchify is the masking unit
@@ -338,7 +339,7 @@ class SwinMAE(nn.Module):
         """Mask units and encode: returns the visible units' latent (N, K, D) and the masking."""
         m = random_masking(imgs.shape[0], self.num_patches, mask_ratio, noise, device=imgs.device)
         if m.ids_keep.shape[1] == 0:
-            raise ValueError(f"mask_ratio {mask_ratio} keeps none of the {self.num_patches} masking units; "
+            raise SslabError(f"mask_ratio {mask_ratio} keeps none of the {self.num_patches} masking units; "
                              "lower it or use more, smaller units (smaller patch_size or fewer stages)")
         if self.mode == "visible":
             return self.encode_visible(imgs, m.ids_keep), m
@@ -361,7 +362,7 @@ class SwinMAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(loss, pred (N, U, uh*uw*C), mask (N, U))``."""
         if tuple(imgs.shape[-2:]) != self.img_size or imgs.shape[1] != self.in_chans:
-            raise ValueError(
+            raise SslabError(
                 f"expected images of shape (N, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}), "
                 f"got {tuple(imgs.shape)}; set img_size/in_chans to match the data"
             )
@@ -388,11 +389,11 @@ def create_swin_mae(encoder_name: str = "swin_tiny_patch4_window7_224", **overri
     dec_dim = mae_kwargs.get("decoder_embed_dim", 512)
     dec_heads = mae_kwargs.get("decoder_num_heads", 16)
     if dec_dim % dec_heads:
-        raise ValueError(f"decoder_embed_dim {dec_dim} is not divisible by decoder_num_heads {dec_heads}")
+        raise SslabError(f"decoder_embed_dim {dec_dim} is not divisible by decoder_num_heads {dec_heads}")
     if dec_dim % 4:
-        raise ValueError(f"decoder_embed_dim {dec_dim} must be divisible by 4 for 2-D sin-cos positions")
+        raise SslabError(f"decoder_embed_dim {dec_dim} must be divisible by 4 for 2-D sin-cos positions")
     if mae_kwargs.get("mode", "visible") not in MODES:
-        raise ValueError(f"Swin MAE mode (swin_mae_mode) must be one of {MODES}, got {mae_kwargs['mode']!r}")
+        raise SslabError(f"Swin MAE mode (swin_mae_mode) must be one of {MODES}, got {mae_kwargs['mode']!r}")
     overrides.setdefault("drop_path_rate", 0.0)
     swin, geometry = create_swin(encoder_name, **overrides)
     model = SwinMAE(swin, geometry, **mae_kwargs)

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from .grid import colorize, make_grid, resize_nearest
+from ..errors import SslabError
 
 
 def _vit_grid(model: nn.Module, imgs: torch.Tensor) -> tuple[int, int]:
@@ -98,7 +99,7 @@ def threshold_top_mass(maps: torch.Tensor, mass: float) -> torch.Tensor:
     """Boolean mask of the smallest set of patches holding ``mass`` of each map (DINO
     ``visualize_attention.py``): (..., h, w) -> (..., h, w). Maps are renormalised to sum 1 first."""
     if not 0.0 < mass <= 1.0:
-        raise ValueError(f"threshold mass must be in (0, 1], got {mass}")
+        raise SslabError(f"threshold mass must be in (0, 1], got {mass}")
     flat = maps.flatten(-2).float().clamp_min(0)
     val, idx = torch.sort(flat, dim=-1)
     val = val / val.sum(dim=-1, keepdim=True).clamp_min(1e-12)

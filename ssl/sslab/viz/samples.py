@@ -36,7 +36,7 @@ def check_picture_data(spec: str) -> None:
 def fixed_indices(n_total: int, n: int) -> list[int]:
     """``n`` indices spread evenly over ``range(n_total)`` (all of them if ``n >= n_total``)."""
     if n < 1:
-        raise ValueError(f"need at least one image, got {n}")
+        raise SslabError(f"need at least one image, got {n}")
     if n >= n_total:
         return list(range(n_total))
     return [int(i) for i in np.linspace(0, n_total - 1, n).round()]
@@ -54,6 +54,6 @@ def fixed_images(spec: str, n: int, img_size: int, mean: Sequence[float], std: S
             img = img.convert("L" if in_chans == 1 else "RGB")
         x = transform(img)
         if x.shape[0] != in_chans:
-            raise ValueError(f"--data {spec!r} gives {x.shape[0]}-channel images, the model takes {in_chans}")
+            raise SslabError(f"--data {spec!r} gives {x.shape[0]}-channel images, the model takes {in_chans}")
         out.append(x)
     return torch.stack(out)
