@@ -33,6 +33,8 @@ from ..schedules import constant, warmup_cosine
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .distributed import make_accelerator
 from .logger import RunLogger
+from .preemption import StopSignals
+from .run_lock import RunLock
 
 log = logging.getLogger("sslab")
 
@@ -98,11 +100,23 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Run (or resume) the pretraining described by ``cfg``; returns a summary of the run."""
+    """Run (or resume) the pretraining described by ``cfg``; returns a summary of the run.
+
+    Meanwhile the main process holds the run-directory lock (:mod:`.run_lock`), and SIGTERM,
+    SIGUSR1 or SIGINT stop the run after the current step with one checkpoint (:mod:`.preemption`).
+    """
     validate(cfg)
+    with StopSignals() as stop, contextlib.ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:  # the main process, known before the process group exists
+            stop.on_abort.append(held.enter_context(RunLock(cfg.output_dir)).release)
+        return _train(cfg, stop)
+
+
+def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
     resume_path = resolve_resume(cfg.resume, cfg.output_dir)
     acc = make_accelerator(cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    stop.attach()
     cfg = cfg.replace(accum_iter=resolve_accum_iter(cfg, world))
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
@@ -178,7 +192,8 @@ def train(cfg: Config) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "losses": []}
     model.train()
     saved_step = step if resume_path is not None else -1
-    while step < last_step:
+    stopped = stop.agreed()  # a signal during the setup stops before the first step
+    while step < last_step and not stopped:
         epoch = step // steps_per_epoch
         micro_start = (step % steps_per_epoch) * cfg.accum_iter
         sampler.set_epoch(epoch, micro_start)
@@ -256,11 +271,17 @@ def train(cfg: Config) -> dict[str, Any]:
                 saved_step = step
             if step >= last_step:
                 break
+            stopped = stop.agreed()  # every step, on every process: all stop after the same step
+            if stopped:
+                break
     if saved_step != step:
         checkpoint()
     bar.close()
     if logger is not None:
         logger.finish()
+    if stopped:
+        acc.wait_for_everyone()  # all processes exit together (srun/torchrun end the rest at the first exit)
+        stop.exit(stopped, step, list_checkpoints(run_dir)[-1] if main else None, main)
     summary.update(step=step, epochs_done=step / steps_per_epoch, world_size=world, effective_batch=eff_batch,
                    lr=lr, steps_per_epoch=steps_per_epoch)
     return summary
