@@ -17,9 +17,9 @@ from sslab.branches import MAEBranch  # noqa: E402
 
 
 def worker_config(output_dir: str | Path = "run"):
-    """The run this script trains (12 steps of 8 images): tests build the uninterrupted reference from it."""
-    return tiny_mae_config(Path("."), epochs=1, max_steps=12, batch_size=8, warmup_epochs=0, base_lr=0.02,
-                           save_every_steps=5, keep_last=10).replace(output_dir=str(output_dir))
+    """The run this script trains (6 steps of 8 images): tests build the uninterrupted reference from it."""
+    return tiny_mae_config(Path("."), epochs=1, max_steps=6, batch_size=8, warmup_epochs=0, base_lr=0.02,
+                           save_every_steps=4, keep_last=10).replace(output_dir=str(output_dir))
 
 
 if __name__ == "__main__":

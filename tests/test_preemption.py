@@ -1,5 +1,5 @@
 """Stop signals with real processes: the step finishes, one checkpoint, one line, exit 75 / 130, and
-``--resume auto`` then gives bit-identical weights to an uninterrupted run."""
+``--resume auto`` then gives bit-identical weights to an uninterrupted run (alone and under torchrun)."""
 
 import os
 import random
@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from preempt_worker import worker_config
@@ -20,6 +19,7 @@ from sslab.engine.preemption import INTERRUPT_EXIT, REQUEUE_EXIT
 from sslab.engine.run_lock import LOCK_NAME
 
 WORKER = str(Path(__file__).with_name("preempt_worker.py"))
+STEPS = worker_config().max_steps
 
 
 def start(out: Path, *args: str, step_sleep: float = 0.0, launcher: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -31,19 +31,24 @@ def start(out: Path, *args: str, step_sleep: float = 0.0, launcher: tuple[str, .
                             stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def wait_for_training(out: Path, proc: subprocess.Popen, rows: int = 1, timeout: float = 120) -> None:
-    """Block until the run has logged ``rows`` optimiser steps."""
+def log_of(out: Path) -> str:
+    return Path(f"{out}.log").read_text()
+
+
+def steps_logged(out: Path) -> int:
+    m = out / "metrics.jsonl"
+    return len(m.read_text().splitlines()) if m.exists() else 0
+
+
+def wait_for_training(out: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Block until the run has logged its first optimiser step."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        m = out / "metrics.jsonl"
-        if m.exists() and len(m.read_text().splitlines()) >= rows:
-            return
-        assert proc.poll() is None, Path(f"{out}.log").read_text()[-3000:]
+    while steps_logged(out) < 1:
+        assert proc.poll() is None and time.monotonic() < end, log_of(out)[-3000:]
         time.sleep(0.05)
-    raise TimeoutError(f"{out} did not start training")
 
 
-def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 120) -> float:
+def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 300) -> float:
     """Send ``sig``; seconds until the process exited."""
     t0 = time.monotonic()
     proc.send_signal(sig)
@@ -51,75 +56,114 @@ def signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 120) -> f
     return time.monotonic() - t0
 
 
-def final_weights(run: Path) -> dict:
+def final_state(run: Path) -> dict:
+    """Weights and AdamW moments of the last checkpoint, which must be the run's last step."""
     state = load_checkpoint(list_checkpoints(run)[-1])
-    assert state["step"] == 12
-    return {**state["model"], **{f"opt.{k}": v for k, v in state["optimizer"]["state"][0].items()}}
+    assert state["step"] == STEPS
+    return {**state["model"], **{f"opt{i}.{k}": v for i, s in state["optimizer"]["state"].items()
+                                 for k, v in s.items()}}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
-    """The uninterrupted 12-step run, trained in this process."""
-    run = tmp_path_factory.mktemp("reference") / "run"
-    train(worker_config(run))
-    return final_weights(run)
+def assert_stopped_once(out: Path, sig: signal.Signals, code: int) -> int:
+    """The run logged one stop line for ``sig`` naming the checkpoint of the step it stopped after."""
+    stopped_at = steps_logged(out)
+    lines = [line for line in log_of(out).splitlines() if line.startswith("sslab: stopped by")]
+    assert lines == [f"sslab: stopped by {sig.name} after step {stopped_at}: checkpoint "
+                     f"{out}/checkpoint-{stopped_at:08d}.pt; the same command with --resume auto continues "
+                     f"(exit status {code})"], log_of(out)[-2000:]
+    assert "Traceback" not in log_of(out) and not (out / LOCK_NAME).exists()
+    return stopped_at
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_signal_at_a_random_moment_then_resume_is_bit_identical(tmp_path, reference, sig):
+def test_sigterm_and_sigusr1_at_random_moments_then_resume_is_bit_identical(tmp_path):
     seed = random.randrange(1 << 30)
-    delay = random.Random(seed).uniform(0.0, 1.0)  # steps take >= 0.1 s: 12 steps outlast it
-    run = tmp_path / "run"
-    proc = start(run, step_sleep=0.1)
+    delays = dict(zip((signal.SIGTERM, signal.SIGUSR1), sorted(random.Random(seed).uniform(0, 0.4) for _ in "ab")))
+    runs = {sig: tmp_path / sig.name for sig in delays}
+    procs = {sig: start(runs[sig], step_sleep=0.1) for sig in delays}  # each step >= 0.1 s: 6 outlast 0.4 s
+    for sig in delays:
+        wait_for_training(runs[sig], procs[sig])
+    t0, took = time.monotonic(), {}
+    for sig, delay in delays.items():
+        time.sleep(max(0.0, t0 + delay - time.monotonic()))
+        took[sig] = signal_and_wait(procs[sig], sig)
+    train(worker_config(tmp_path / "reference"))  # uninterrupted, in this process
+    reference = final_state(tmp_path / "reference")
+    for sig, run in runs.items():
+        why = f"seed {seed}, {sig.name} {delays[sig]:.3f} s after the first step, exit {took[sig]:.2f} s later"
+        assert procs[sig].returncode == REQUEUE_EXIT, (why, log_of(run)[-2000:])
+        assert 1 <= assert_stopped_once(run, sig, REQUEUE_EXIT) < STEPS, why
+        assert took[sig] < 60, why
+        train(worker_config(run).replace(resume="auto"))  # the requeued start
+        resumed = final_state(run)
+        assert all(torch.equal(reference[k], resumed[k]) for k in reference), why
+
+
+def test_ctrl_c_saves_without_traceback_a_second_exits_at_once_and_a_busy_folder_is_refused(tmp_path):
+    first, patient = tmp_path / "first", tmp_path / "patient"
+    one = start(first, "--max-steps", "1000", step_sleep=0.3)
+    two = start(patient, "--max-steps", "1000", step_sleep=4.0)
+    wait_for_training(first, one)
+    busy = subprocess.run([sys.executable, WORKER, "--output-dir", str(first), "--resume", "auto"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert busy.returncode != 0
+    assert f"is in use by pid {one.pid} on host {socket.gethostname()} since " in busy.stderr, busy.stderr
+    assert one.poll() is None  # the holder trains on, undisturbed
+
+    took = signal_and_wait(one, signal.SIGINT)
+    assert one.returncode == INTERRUPT_EXIT, log_of(first)[-2000:]
+    stopped_at = assert_stopped_once(first, signal.SIGINT, INTERRUPT_EXIT)
+    assert "KeyboardInterrupt" not in log_of(first) and list_checkpoints(first)[-1].name == f"checkpoint-{stopped_at:08d}.pt"
+    assert took < 60, took
+
+    wait_for_training(patient, two)
+    saved = list_checkpoints(patient)
+    time.sleep(0.5)  # into the next 4 s step
+    two.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    took = signal_and_wait(two, signal.SIGINT)
+    assert two.returncode == -signal.SIGINT, log_of(patient)[-2000:]
+    assert "sslab: second interrupt: exiting now, without a checkpoint" in log_of(patient)
+    assert "Traceback" not in log_of(patient)
+    assert took < 3.0, took  # it did not finish the 4 s step
+    assert list_checkpoints(patient) == saved and not (patient / LOCK_NAME).exists()
+
+
+def worker_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """rank -> pid of the processes torchrun started."""
+    pids = {}
+    for child in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
+        env = dict(kv.split("=", 1) for kv in Path(f"/proc/{child}/environ").read_text().split("\0") if "=" in kv)
+        pids[int(env["RANK"])] = int(child)
+    return pids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_to_one_rank_under_torchrun_stops_both_and_resume_is_bit_identical(tmp_path):
+    def torchrun():
+        return (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()))
+
+    seed = random.randrange(1 << 30)
+    delay = random.Random(seed).uniform(0, 0.4)
+    run, ref = tmp_path / "run", tmp_path / "reference"
+    reference = start(ref, launcher=torchrun())  # uninterrupted, meanwhile
+    proc = start(run, step_sleep=0.1, launcher=torchrun())
     wait_for_training(run, proc)
     time.sleep(delay)
-    took = signal_and_wait(proc, sig)
-    out = Path(f"{run}.log").read_text()
-    why = f"seed {seed}, delay {delay:.3f} s, exit after {took:.2f} s:\n{out[-2000:]}"
-    assert proc.returncode == REQUEUE_EXIT, why
-    lines = [line for line in out.splitlines() if line.startswith("sslab: stopped by")]
-    stopped_at = len((run / "metrics.jsonl").read_text().splitlines())
-    assert lines == [f"sslab: stopped by {sig.name} after step {stopped_at}: checkpoint "
-                     f"{run}/checkpoint-{stopped_at:08d}.pt; the same command with --resume auto continues "
-                     f"(exit status {REQUEUE_EXIT})"], why
-    assert "Traceback" not in out and not (run / LOCK_NAME).exists(), why
-    assert 1 <= stopped_at < 12 and took < 30, why
-    train(worker_config(run).replace(resume="auto"))  # the requeued start
-    resumed = final_weights(run)
-    assert all(torch.equal(reference[k], resumed[k]) for k in reference), why
-
-
-def test_ctrl_c_saves_without_traceback_and_a_second_run_on_the_folder_is_refused(tmp_path):
-    run = tmp_path / "run"
-    first = start(run, "--max-steps", "1000", step_sleep=0.3)
-    wait_for_training(run, first)
-    second = subprocess.run([sys.executable, WORKER, "--output-dir", str(run), "--resume", "auto"],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert second.returncode != 0
-    assert f"is in use by pid {first.pid} on host {socket.gethostname()} since " in second.stderr, second.stderr
-    assert first.poll() is None  # the holder trains on, undisturbed
-    took = signal_and_wait(first, signal.SIGINT)
-    out = Path(f"{run}.log").read_text()
-    assert first.returncode == INTERRUPT_EXIT, out[-2000:]
-    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-2000:]
-    assert len([line for line in out.splitlines() if line.startswith("sslab: stopped by SIGINT after step")]) == 1
-    steps = len((run / "metrics.jsonl").read_text().splitlines())
-    assert list_checkpoints(run)[-1].name == f"checkpoint-{steps:08d}.pt"
-    assert not (run / LOCK_NAME).exists()  # released: the next start may go
-    assert took < 30, took
-
-
-def test_a_second_ctrl_c_exits_at_once(tmp_path):
-    run = tmp_path / "run"
-    proc = start(run, "--max-steps", "1000", step_sleep=3.0)
-    wait_for_training(run, proc)
-    before = list_checkpoints(run)
-    time.sleep(0.5)  # into the next (3 s) step
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    took = signal_and_wait(proc, signal.SIGINT)
-    out = Path(f"{run}.log").read_text()
-    assert proc.returncode == -signal.SIGINT, out[-2000:]
-    assert "sslab: second interrupt: exiting now, without a checkpoint" in out and "Traceback" not in out, out
-    assert took < 2.0, took  # did not finish the 3 s step
-    assert list_checkpoints(run) == before and not (run / LOCK_NAME).exists()
+    t0 = time.monotonic()
+    os.kill(worker_pids(proc)[1], signal.SIGTERM)  # only rank 1 hears it
+    proc.wait(300)
+    took = time.monotonic() - t0
+    why = f"seed {seed}, SIGTERM to rank 1 {delay:.3f} s after the first step, torchrun exited {took:.2f} s later"
+    out = log_of(run)
+    assert "exitcode  : 75" in out and out.count("sslab: stopped by SIGTERM") == 1, (why, out[-3000:])
+    stopped_at = steps_logged(run)
+    assert 1 <= stopped_at < STEPS and list_checkpoints(run)[-1].name == f"checkpoint-{stopped_at:08d}.pt", why
+    resumed = start(run, "--resume", "auto", launcher=torchrun())
+    assert resumed.wait(300) == 0 and reference.wait(300) == 0, log_of(run)[-3000:]
+    a, b = final_state(ref), final_state(run)
+    assert all(torch.equal(a[k], b[k]) for k in a), why
