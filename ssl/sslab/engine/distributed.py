@@ -33,8 +33,8 @@ def check_world(expected: int, actual: int, distributed_type: object) -> None:
     if steps > 1 and "WORLD_SIZE" not in os.environ:
         raise RuntimeError(
             f"started by srun as one of {steps} SLURM tasks without a distributed launcher, so every task "
-            "would train alone; start one task per node running `accelerate launch` or `torchrun` "
-            "(see launch/slurm.sbatch)"
+            "would train alone; use launch/slurm.sbatch (one task per GPU, RANK and WORLD_SIZE set from "
+            "SLURM's variables), or start one task per node running `torchrun`"
         )
 
 
