@@ -40,11 +40,16 @@ def one_run(out: Path, sig: int, delay: float) -> dict:
     time.sleep(delay)
     t0 = time.monotonic()
     proc.send_signal(sig)
-    proc.wait()
+    saved = None  # when the stop line (printed after the checkpoint) appears
+    while proc.poll() is None:
+        if saved is None and "sslab: stopped by" in Path(f"{out}.log").read_text():
+            saved = time.monotonic() - t0
+        time.sleep(0.005)
     took = time.monotonic() - t0
     lines = [ln for ln in Path(f"{out}.log").read_text().splitlines() if ln.startswith("sslab: stopped by")]
     return {"signal": signal.Signals(sig).name, "delay_s": round(delay, 3), "exit": proc.returncode,
             "steps": len(metrics.read_text().splitlines()), "line": lines[0] if lines else None,
+            "seconds_to_checkpoint_line": round(saved if saved is not None else took, 3),
             "seconds_to_exit": round(took, 3)}
 
 
@@ -83,7 +88,9 @@ def main() -> None:
             results.append(r)
     ok = [r for r in results if r["exit"] == 75 and r["line"] and f"checkpoint-{r['steps']:08d}.pt" in r["line"]]
     t = [r["seconds_to_exit"] for r in results]
+    c = [r["seconds_to_checkpoint_line"] for r in results]
     print(f"{len(ok)}/{len(results)} runs stopped with exit 75 and a checkpoint of the step they logged last; "
+          f"signal to checkpoint line: median {statistics.median(c):.2f} s, max {max(c):.2f} s; "
           f"signal to exit: median {statistics.median(t):.2f} s, max {max(t):.2f} s")
 
 
