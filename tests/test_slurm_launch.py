@@ -77,7 +77,7 @@ def test_warning_signal_checkpoints_requeues_and_the_next_start_resumes_the_same
     run = tmp_path / "run"
     env = {**os.environ, "PATH": f"{fake / 'bin'}:{os.environ['PATH']}", "FAKE_DIR": str(fake), "FAKE_TASKS": "2",
            "MASTER_PORT": str(free_port()), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-           "SSLAB_TEST_STEP_SLEEP": "0.2", "WANDB_SILENT": "true"}
+           "SSLAB_TEST_STEP_SLEEP": "0.5", "WANDB_SILENT": "true"}
     env.pop("WANDB_API_KEY", None)
     args = [WORKER, "--output-dir", str(run), "--model-kwargs", '{"depth": 2, "drop_path_rate": 0.1}',
             "--wandb-tags", "mae,run 2", "--wandb-mode", "offline"]
