@@ -1,6 +1,6 @@
 """DINO with a small two-stage Swin (patch 2, window 4) on 32 px CIFAR-10, scaled down to a CPU.
 
-    python experiments/dino_swin_cifar10.py      # reads ../shared/data/cifar10/CIFAR-10-images-jpeg.tar
+    python experiments/dino_swin_cifar10.py      # ../shared/data's CIFAR-10 tar if there, else --data cifar10
 
 The encoder of experiments/mae_swin_cifar10.py (Swin-T widths 96/192, heads 3/6, depths 2/6): global
 crops of 32 px give 16x16 then 8x8 token grids (window 4, shifted by 2); the 6 local crops of 16 px
@@ -9,10 +9,11 @@ temperatures, schedules and clipping as in experiments/dino_vit_tiny_cifar10.py.
 """
 
 from sslab import Config, main
+from sslab.data.named import local_or_named
 
 CONFIG = Config(
     method="dino",
-    data="../shared/data/cifar10/CIFAR-10-images-jpeg.tar",
+    data=local_or_named("cifar10/CIFAR-10-images-jpeg.tar", "cifar10", __file__),  # else --data cifar10
     in_memory=True,
     output_dir="runs/dino_swin_cifar10",
     resume="auto",

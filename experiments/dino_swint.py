@@ -10,8 +10,9 @@ teacher momentum 0.996 -> 1, last layer frozen for the first epoch, per-paramete
 prototypes, 2 x 224 px global crops (scale 0.4-1) + 8 x 96 px local crops (scale 0.05-0.4), drop path
 0.1 (student), fp16. Only EsViT's view-level task (its README: 77.0% linear at batch 512); its
 region-level task (--use_dense_prediction) is not part of sslab. The Swin pools its last stage (avg)
-into the head; the 96 px local crops run through the same backbone, timm padding each stage to whole
-windows as EsViT's Swin does.
+into the head; the 96 px local crops run through the same backbone, each stage padded to whole windows
+before the cyclic shift, as EsViT's Swin (sslab/models/swin_pad_shift.py, tested against a direct
+implementation of EsViT's block).
 """
 
 from sslab import Config, main

@@ -1,6 +1,6 @@
 """DINO with a ViT-Tiny (patch 4) on 32 px CIFAR-10: the DINO recipe scaled down to a CPU.
 
-    python experiments/dino_vit_tiny_cifar10.py      # reads ../shared/data/cifar10/CIFAR-10-images-jpeg.tar
+    python experiments/dino_vit_tiny_cifar10.py      # ../shared/data's CIFAR-10 tar if there, else --data cifar10
     torchrun --nproc_per_node 2 experiments/dino_vit_tiny_cifar10.py --batch-size 64
 
 The encoder of the MAE CIFAR recipe (ViT-Tiny, patch 4), so the two methods compare on one architecture;
@@ -13,10 +13,11 @@ The tar is unpacked once into $SSLAB_CACHE (default ~/.cache/sslab) and decoded 
 """
 
 from sslab import Config, main
+from sslab.data.named import local_or_named
 
 CONFIG = Config(
     method="dino",
-    data="../shared/data/cifar10/CIFAR-10-images-jpeg.tar",
+    data=local_or_named("cifar10/CIFAR-10-images-jpeg.tar", "cifar10", __file__),  # else --data cifar10
     in_memory=True,
     output_dir="runs/dino_vit_tiny_cifar10",
     resume="auto",

@@ -1,6 +1,6 @@
 """MAE with a small two-stage Swin (patch 2, window 4) on 32 px CIFAR-10, small enough for a CPU.
 
-    python experiments/mae_swin_cifar10.py        # reads ../shared/data/cifar10/CIFAR-10-images-jpeg.tar
+    python experiments/mae_swin_cifar10.py        # ../shared/data's CIFAR-10 tar if there, else --data cifar10
     python experiments/mae_swin_cifar10.py --swin-mae-mode mask_token
 
 Token grids 16x16 then 8x8 (window 4, shifted by 2 in both stages); the masking unit is one
@@ -10,10 +10,11 @@ images (experiments/mae_vit_tiny_cifar10.py), with a similar cost per image. Swi
 """
 
 from sslab import Config, main
+from sslab.data.named import local_or_named
 
 CONFIG = Config(
     method="mae",
-    data="../shared/data/cifar10/CIFAR-10-images-jpeg.tar",
+    data=local_or_named("cifar10/CIFAR-10-images-jpeg.tar", "cifar10", __file__),  # else --data cifar10
     in_memory=True,
     output_dir="runs/mae_swin_cifar10",
     resume="auto",

@@ -1,13 +1,14 @@
 """MAE on Swin-T at 224 px on ImageNet-1k, encoder on the visible units only (GreenMIM-style).
 
     accelerate launch experiments/mae_swint.py --data /path/to/imagenet/train --output-dir runs/mae_swint
-    accelerate launch experiments/mae_swint.py --data ... --swin-mae-mode mask_token   # SimMIM-style baseline
+    accelerate launch experiments/simmim_swint.py --data ...   # the SimMIM baseline, with SimMIM's own settings
 
 Masking unit = one last-stage token, 32x32 px (patch 4, three merges): 49 units, 12 visible at 75%.
 Settings of GreenMIM's released Swin pretraining (Huang et al. 2022, arXiv 2205.13515;
 scripts/run_greenmim_swin_base.sh and modeling/model_factory.py): decoder 512-d x 1 block with 16
 heads, norm-pix loss, mask ratio 0.75, base lr 1.5e-4 x batch / 256, weight decay 0.05, 40 warm-up
-epochs, 200 epochs, no stochastic depth; MAE's AdamW betas (0.9, 0.95). timm's Swin keeps its own
+epochs, 200 epochs, no stochastic depth; MAE's AdamW betas (0.9, 0.95); GreenMIM's init (xavier-uniform
+linears and patch projection). timm's Swin keeps its own
 LayerNorm eps (1e-5; GreenMIM's is 1e-6). The effective batch of 2048 is this recipe's choice, on any
 number of GPUs (accum_iter = 2048 / (128 x processes)).
 """

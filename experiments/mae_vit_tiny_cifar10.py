@@ -1,16 +1,17 @@
 """MAE with a ViT-Tiny (patch 4) on 32 px CIFAR-10, small enough for a CPU (see the README for its speed).
 
-    python experiments/mae_vit_tiny_cifar10.py        # reads ../shared/data/cifar10/CIFAR-10-images-jpeg.tar
+    python experiments/mae_vit_tiny_cifar10.py        # ../shared/data's CIFAR-10 tar if there, else --data cifar10
     torchrun --nproc_per_node 2 experiments/mae_vit_tiny_cifar10.py --batch-size 128
 
 The tar is unpacked once into $SSLAB_CACHE (default ~/.cache/sslab) and decoded into uint8 arrays.
 """
 
 from sslab import Config, main
+from sslab.data.named import local_or_named
 
 CONFIG = Config(
     method="mae",
-    data="../shared/data/cifar10/CIFAR-10-images-jpeg.tar",
+    data=local_or_named("cifar10/CIFAR-10-images-jpeg.tar", "cifar10", __file__),  # else --data cifar10
     in_memory=True,
     output_dir="runs/mae_vit_tiny_cifar10",
     resume="auto",

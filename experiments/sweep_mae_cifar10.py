@@ -13,11 +13,12 @@ plus one run folder per point; rerunning skips finished points and resumes an in
 """
 
 from sslab import Config
+from sslab.data.named import local_or_named
 from sslab.eval.sweep import Sweep, main
 
 BASE = Config(
     method="mae",
-    data="../shared/data/cifar10/CIFAR-10-images-jpeg.tar",   # run from the project root, or pass --data
+    data=local_or_named("cifar10/CIFAR-10-images-jpeg.tar", "cifar10", __file__),  # else --data cifar10
     in_memory=True,
     model="vit_tiny_patch16_224",
     img_size=32,

@@ -17,28 +17,60 @@ from sslab.eval.sweep import Sweep, points, run_sweep
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_power_law_fit_recovers_the_exponent():
+def test_power_law_fit_recovers_the_exponent_with_its_uncertainty():
     x = np.geomspace(1e12, 1e16, 6)
     fit = fit_power_law(x, 100.0 - 40.0 * x ** -0.07)
     assert fit["b"] == pytest.approx(-0.07, abs=1e-9) and fit["a"] == pytest.approx(40.0, rel=1e-6)
-    assert fit["r2"] == pytest.approx(1.0)
-    assert fit_power_law([5.0, 5.0], [60.0, 70.0]) is None  # one distinct x: nothing to fit
+    assert fit["r2"] == pytest.approx(1.0) and fit["b_se"] == pytest.approx(0.0, abs=1e-9) and fit["n"] == 6
+    # Noise: the 95% interval of the exponent covers the truth and widens with the noise.
+    rng = np.random.default_rng(0)
+    noisy = 100.0 - 40.0 * x ** -0.07 * np.exp(rng.normal(0, 0.05, 6))
+    f = fit_power_law(x, noisy)
+    assert abs(f["b"] + 0.07) < f["b_ci95"] and 0 < f["b_se"] < f["b_ci95"]
+    # Fewer points than parameters + 2: no fit (a 2-point fit is exact, r^2 = 1, and says nothing).
+    assert fit_power_law(x[:3], (100.0 - 40.0 * x ** -0.07)[:3]) is None
+    assert fit_power_law([5.0, 5.0, 5.0, 6.0], [60.0, 70.0, 65.0, 64.0]) is None  # two distinct x
 
 
-def test_plot_is_a_valid_png(tmp_path):
-    rows = [{"model": m, "data_fraction": f, "epochs": 5, "params": p, "images_seen": 5e3 * f,
-             "pretrain_flops": 1e9 * p * f, "knn_top1": 100 - 30 * (p * f) ** -0.1}
-            for m, p in (("s", 1e5), ("m", 4e5)) for f in (0.25, 1.0)]
-    fits = plot_scaling(rows, "knn_top1", tmp_path / "curve.png")
+def grid_rows():
+    """2 models x 2 fractions x 4 epoch counts; accuracy a power law of compute."""
+    return [{"model": m, "data_fraction": f, "epochs": e, "params": p, "images_seen": 5e3 * f * e,
+             "pretrain_flops": 1e9 * p * f * e, "knn_top1": 100 - 30 * (p * f * e) ** -0.1}
+            for m, p in (("s", 1e5), ("m", 4e5)) for f in (0.25, 1.0) for e in (1, 2, 4, 8)]
+
+
+def test_plot_is_a_valid_png_and_lines_vary_one_quantity(tmp_path):
+    fits = plot_scaling(grid_rows(), "knn_top1", tmp_path / "curve.png")
     data = (tmp_path / "curve.png").read_bytes()
     assert data.startswith(PNG_SIGNATURE)
     with Image.open(tmp_path / "curve.png") as img:
         img.verify()
     with Image.open(tmp_path / "curve.png") as img:
         assert img.size[0] > 3 * img.size[1] / 2  # three panels side by side
-    assert fits["pretrain_flops/model=s"]["b"] == pytest.approx(-0.1, abs=1e-6)
-    assert set(fits) == {"pretrain_flops/model=m", "pretrain_flops/model=s", "params/data_fraction=0.25, epochs=5",
-                         "params/data_fraction=1.0, epochs=5", "images_seen/model=m", "images_seen/model=s"}
+    # Compute: one line per (model, fraction) over 4 epoch counts -> 4 fits; images seen: per (model, epochs),
+    # 2 fractions -> no fit; parameters: per (fraction, epochs), 2 models -> no fit.
+    assert set(fits) == {f"pretrain_flops/{m}, {f:g} of the data" for m in ("s", "m") for f in (0.25, 1.0)}
+    assert fits["pretrain_flops/s, 0.25 of the data"]["b"] == pytest.approx(-0.1, abs=1e-6)
+
+
+def test_plot_does_not_join_points_that_differ_in_more_than_x(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    joined = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        if args and len(args[0]) > 1 and kwargs.get("label"):
+            joined.append((kwargs["label"], list(args[0])))
+        return real_plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    rows = grid_rows()
+    rows.append({**rows[0], "knn_top1": rows[0]["knn_top1"] + 3})  # a repeat of one setting at the same x
+    plot_scaling(rows, "knn_top1", tmp_path / "c.png")
+    assert all(len(set(xs)) == len(xs) for _, xs in joined)
+    assert not any(label.startswith("s, 0.25 of the data") for label, _ in joined)  # the repeated setting
+    assert any(label.startswith("m, 0.25 of the data") for label, _ in joined)
 
 
 def tiny_sweep(tmp_path):
@@ -73,7 +105,7 @@ def test_sweep_resumes_an_interrupted_point_and_skips_finished_ones(tmp_path, mo
     assert d2["params"] > d1["params"]
     for metric in ("knn_top1", "linear_top1"):
         assert (out / f"scaling_{metric}.png").read_bytes().startswith(PNG_SIGNATURE)
-    assert json.loads((out / "fits.json").read_text())
+    assert json.loads((out / "fits.json").read_text()) == {}  # 2 points per line: too few to fit (4 needed)
     # Everything done: a rerun trains and evaluates nothing...
     def refuse(*a, **k):
         raise AssertionError("finished work was redone")

@@ -3,9 +3,12 @@ official MAE/DINO release layouts load through ``load_encoder``."""
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import types
+from pathlib import Path
 
 import pytest
 import timm
@@ -18,6 +21,7 @@ from sslab.branches.dino import DINOBranch
 from sslab.branches.mae import MAEBranch
 from sslab.encoders import build_encoder, encoder_from_checkpoint
 from sslab.engine import list_checkpoints
+from sslab.errors import SslabError
 
 SWIN_KWARGS = {"embed_dim": 24, "depths": [2, 2], "num_heads": [1, 2], "window_size": 4}
 TINY_HEAD = dict(out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, local_crops_number=2, local_crops_size=16,
@@ -152,7 +156,8 @@ def test_export_records_results_and_refuses_to_overwrite(checkpoints, tmp_path):
     assert json.loads((out / "sslab.json").read_text())["results"] == {
         "knn_cls": {"evaluator": "knn", "top1": 33.5, "top5": 80.0}, "linear_top1": 42.5}
     readme = (out / "README.md").read_text()
-    assert "linear_top1: 42.5" in readme and '"top1": 33.5' in readme and "10.0" not in readme
+    assert "| linear_top1 | 42.5 |" in readme and "| knn_cls | 33.5 | 80.0 | evaluator knn |" in readme
+    assert "10.0" not in readme and "value: 33.5" in readme.split("---")[1]  # model-index in the front matter
     with pytest.raises(FileExistsError, match="overwrite"):
         export_encoder(ckpt, out)
     export_encoder(ckpt, out, overwrite=True)
@@ -203,7 +208,63 @@ def test_load_encoder_official_release_layouts(tmp_path):
         torch.save(obj, tmp_path / name)
         got = load_encoder(tmp_path / name, **OFFICIAL).state_dict()
         assert all(torch.equal(got[k], expected[k]) for k in expected), name
-    with pytest.raises(ValueError, match="model="):
-        load_encoder(tmp_path / "mae_pretrain.pth")
+    inferred = load_encoder(tmp_path / "mae_pretrain.pth").state_dict()  # no model=: read off the shapes
+    assert all(torch.equal(inferred[k], enc[k]) for k in enc)
     with pytest.raises(ValueError, match="does not fit timm 'vit_tiny_patch16_224'.*blocks.2"):
         load_encoder(tmp_path / "mae_pretrain.pth", **{**OFFICIAL, "depth": 3})
+
+
+def test_export_is_portable_readable_and_pushes_to_the_hub(checkpoints, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from sslab.export import main as export_main
+
+    calls = []
+    # Only the two network calls are replaced; everything up to them (folder, patterns, repo) is real.
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.append(("create", repo_id, kw)))
+
+    def upload(self, repo_id, folder_path, **kw):
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        calls.append(("upload", repo_id, files, kw["allow_patterns"]))
+        return types.SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc")
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload)
+    out = export_main([str(checkpoints["mae_vit"]), str(tmp_path / "e"), "--push-to-hub", "me/mae-tiny"])
+    assert calls[0] == ("create", "me/mae-tiny", {"repo_type": "model", "private": False, "exist_ok": True})
+    assert calls[1][:3] == ("upload", "me/mae-tiny", ["README.md", "config.json", "model.safetensors", "sslab.json"])
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f
+    meta_text = (out / "sslab.json").read_text()
+    strings = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            [walk(v) for v in x.values()]
+        elif isinstance(x, list):
+            [walk(v) for v in x]
+        elif isinstance(x, str):
+            strings.append(x)
+
+    walk(json.loads(meta_text))
+    assert not [s for s in strings if os.path.isabs(s)] and str(tmp_path) not in meta_text
+    assert json.loads(meta_text)["checkpoint"] == f"{checkpoints['mae_vit'].parent.name}/{checkpoints['mae_vit'].name}"
+    front = (out / "README.md").read_text().split("---")[1]
+    assert "library_name: timm" in front and "- mae" in front and "image-feature-extraction" in front
+
+
+@pytest.mark.parametrize("layout", ["mae", "dino"])
+def test_load_encoder_infers_the_architecture_of_a_release_file(tmp_path, layout, capsys):
+    ref = timm.create_model("vit_small_patch16_224", num_classes=0, img_size=32, patch_size=8, depth=2).eval()
+    sd = ref.state_dict()
+    obj = {"model": sd} if layout == "mae" else {"teacher": {f"backbone.{k}": v for k, v in sd.items()},
+                                                 "student": {}}
+    torch.save(obj, tmp_path / "release.pth")
+    enc = load_encoder(tmp_path / "release.pth")
+    line = capsys.readouterr().err.strip()
+    assert line == ("sslab: release.pth: inferred vit_small_patch16_224 with width 384, depth 2, patch 8, 4x4 positions "
+                    "(32 px), 3 channels, mlp ratio 4 (6 heads assumed for width 384)")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(enc(x), ref(x))
+    torch.save({"model": {k: v for k, v in sd.items() if not k.startswith("patch_embed")}}, tmp_path / "odd.pth")
+    with pytest.raises(SslabError, match="cannot infer the architecture"):
+        load_encoder(tmp_path / "odd.pth")

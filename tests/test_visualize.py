@@ -1,6 +1,8 @@
 """Pictures: attention equals timm's own weights, reconstructions invert the MAE target exactly, the
 commands write PNGs of the expected size, and pictures during training change nothing."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import timm
@@ -122,15 +124,20 @@ def test_mae_command_writes_the_grid(tmp_path):
     assert png(out).size == expected_size(3, 4, 112)
 
 
-def test_attention_command_on_checkpoint_export_and_swin(tmp_path):
+def test_attention_command_on_checkpoint_export_and_swin(tmp_path, monkeypatch):
     from sslab import export_encoder
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
 
     path = mae_checkpoint(tmp_path)
     out = visualize(["attention", str(path), "--num-images", "2", "--out", str(tmp_path / "a.png")])
     assert png(out).size == expected_size(2, 2 + 3, 112)  # image, mean, 3 heads of ViT-Tiny
     folder = export_encoder(path, tmp_path / "exported")
     out = visualize(["attention", str(folder), "--num-images", "2", "--threshold", "0.6"])
-    assert out == folder / "pictures" / "attention.png" and png(out).size == expected_size(2, 5, 112)
+    # Pictures of an exported encoder go to the working directory, never into the (shared) export folder.
+    assert out == Path("pictures") / "exported_attention.png" and png(out).size == expected_size(2, 5, 112)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "sslab.json"]
 
     swin = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, img_size=32, embed_dim=24, depths=(2, 2),
                              num_heads=(1, 2), window_size=4)

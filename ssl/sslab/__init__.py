@@ -11,7 +11,7 @@ from .models.dino_head import DINOHead  # noqa: E402
 __all__ += ["DINOLoss", "DINOHead"]
 
 from .config import Config  # noqa: E402
-from .engine import main, train  # noqa: E402
+from .pretrain import main, train  # noqa: E402
 
 __all__ += ["Config", "main", "train"]
 

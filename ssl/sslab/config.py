@@ -50,9 +50,9 @@ class Config:
     crop_scale: tuple[float, float] = (0.2, 1.0)
 
     # --- Swin ---
-    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (encoder computes visible units only) | "mask_token" (SimMIM-style baseline)
+    swin_mae_mode: str = "visible"           # MAE on a timm Swin: "visible" (GreenMIM: encoder computes visible units only) | "mask_token" (SimMIM: all tokens, 1x1-conv head, L1 loss; decoder_* and norm_pix_loss unused)
 
-    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py with the paper's tau_t warmup 0.04 -> 0.07)
+    # --- DINO --- (Caron et al. 2021; defaults: official main_dino.py; shared fields: sslab/method_defaults.py)
     out_dim: int = 65536                     # prototypes K of the DINO head
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256
@@ -66,11 +66,12 @@ class Config:
     local_crops_scale: tuple[float, float] = (0.05, 0.4)
     student_temp: float = 0.1
     warmup_teacher_temp: float = 0.04        # tau_t warms up linearly per epoch from this ...
-    teacher_temp: float = 0.07               # ... to this, then stays
-    warmup_teacher_temp_epochs: int = 30
+    teacher_temp: float = 0.04               # ... to this, then stays (main_dino.py; its README's boosted run: 0.07 over 30 epochs)
+    warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996          # EMA momentum, cosine to 1 per iteration (0.9995 for batch 256)
     freeze_last_layer: int = 1               # epochs with the head's last layer frozen
+    pos_interpolation: str = "dino"          # ViT positions for crops of another size: "dino" (official interpolate_pos_encoding: bicubic, scale (n+0.1)/sqrt(N), no antialias) | "timm" (timm's antialiased resize)
 
     # --- optimisation ---
     epochs: int = 800
@@ -97,11 +98,12 @@ class Config:
     log_every: int = 20                      # optimiser steps between log rows
     progress_bar: bool = True
     wandb_mode: str = "auto"                 # auto (online with credentials, else offline) | online | offline | disabled
-    wandb_project: str = "sslab"
-    wandb_entity: str | None = None
-    wandb_group: str | None = None
-    wandb_name: str | None = None
-    wandb_tags: tuple[str, ...] = ()
+    wandb_project: str | None = None         # None: $WANDB_PROJECT, else "sslab"
+    wandb_entity: str | None = None          # None: $WANDB_ENTITY, else your default entity
+    wandb_group: str | None = None           # None: $WANDB_RUN_GROUP, else the run folder's name (its evaluations join it)
+    wandb_name: str | None = None            # None: the run folder's name
+    wandb_tags: tuple[str, ...] = ()         # $WANDB_TAGS (commas) are added
+    wandb_artifacts: bool = False            # log the last checkpoint as a wandb artifact (type "model") at the end
 
     # --- pictures ---
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
@@ -182,5 +184,9 @@ def parse_args(base: Config, argv: list[str] | None = None, description: str = "
         if tp is bool:
             kwargs.update(nargs="?", const=True)
         p.add_argument(*flags, **kwargs)
-    ns = p.parse_args(argv)
-    return dataclasses.replace(base, **vars(ns))
+    unset = object()  # argparse leaves attributes that already exist alone: what stays unset was not given
+    ns = p.parse_args(argv, namespace=argparse.Namespace(**{f.name: unset for f in dataclasses.fields(base)}))
+    given = {k: v for k, v in vars(ns).items() if v is not unset}
+    from .method_defaults import apply_method_defaults  # e.g. --method dino: DINO's betas, min lr, ...
+
+    return apply_method_defaults(dataclasses.replace(base, **given), given)

@@ -20,7 +20,7 @@ from .engine.checkpoint import load_checkpoint
 
 # Keys of an MAE model that belong to the MAE task, not to the encoder. A Swin MAE keeps timm's Swin keys at the
 # top level like the ViT MAE; its "mask_token" mode adds the encoder-input token "input_mask_token".
-MAE_ONLY_PREFIXES = ("mask_token", "decoder_", "input_mask_token")
+MAE_ONLY_PREFIXES = ("mask_token", "decoder_", "input_mask_token", "simmim_head.")
 
 
 def encoder_spec(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from . import __version__
 from .encoders import MAE_ONLY_PREFIXES, build_encoder, encoder_spec, encoder_state_dict
+from .errors import SslabError
 from .serialization import safe_load
 
 WEIGHTS_NAME = "model.safetensors"
@@ -129,12 +130,21 @@ def _readme(meta: dict[str, Any], timm_cfg: dict[str, Any], out_dir: Path) -> st
         f"on `{cfg.get('data')}`",
         f"- input: {cfg.get('in_chans')}x{cfg.get('img_size')}x{cfg.get('img_size')}, "
         f"mean {list(cfg.get('mean', []))}, std {list(cfg.get('std', []))}",
-        f"- source checkpoint: `{meta['checkpoint']}`",
+        f"- source checkpoint: `{meta['checkpoint']}` (run folder / file)",
         "",
         "## Evaluation results",
         "",
     ]
-    lines += [f"- {k}: {json.dumps(v)}" for k, v in sorted(meta["results"].items())] or ["- none recorded"]
+    rows = []
+    for k, v in sorted(meta["results"].items()):
+        if isinstance(v, dict):
+            top1 = v.get("top1")
+            settings = ", ".join(f"{s} {v[s]}" for s in EVAL_HEADLINE if s not in ("top1", "top5") and s in v)
+            rows.append(f"| {k} | {top1 if top1 is not None else ''} | {v.get('top5', '')} | {settings} |")
+        else:
+            rows.append(f"| {k} | {v} | | |")
+    lines += (["| result | top-1 (%) | top-5 (%) | settings |", "|---|---|---|---|", *rows] if rows
+              else ["- none recorded"])
     if meta["last_logged"]:
         lines += ["", "## Last logged training row", "", f"`{json.dumps(meta['last_logged'])}`"]
     lines += [
@@ -181,20 +191,112 @@ def export_encoder(checkpoint_path: str | os.PathLike, out_dir: str | os.PathLik
     meta = {
         "sslab_version": __version__, "method": config["method"],
         "encoder_source": ENCODER_SOURCE.get(config["method"], "encoder"),
-        "checkpoint": str(checkpoint_path.resolve()), "step": step, "epoch": ckpt.get("epoch"),
+        # The run folder's name and the file, never a local absolute path (the folder is meant to be shared).
+        "checkpoint": f"{checkpoint_path.resolve().parent.name}/{checkpoint_path.name}", "step": step,
+        "epoch": ckpt.get("epoch"),
         "epochs_done": _epochs_done(checkpoint_path.parent, ckpt),
         "results": {**_evaluations(checkpoint_path.parent, checkpoint_path), **(results or {})},
         "last_logged": _last_logged_row(checkpoint_path.parent, step),
         "config": config,
     }
+    meta = portable(meta)
     cfg_json = timm_config(config, model)
 
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "sslab_method": config["method"]})
     (out / "config.json").write_text(json.dumps(cfg_json, indent=2))
     (out / "sslab.json").write_text(json.dumps(meta, indent=2, default=str))
-    (out / "README.md").write_text(_readme(meta, cfg_json, out))
+    (out / "README.md").write_text(model_card_metadata(meta, cfg_json) + _readme(meta, cfg_json, out))
+    for name in (WEIGHTS_NAME, "config.json", "sslab.json", "README.md"):
+        os.chmod(out / name, 0o644)  # shared with others (the Hub, a group folder), whatever the umask
     return out
+
+
+def portable(x: Any) -> Any:
+    """``x`` with every absolute local path replaced by its last component (``/home/me/data/cifar.tar`` ->
+    ``cifar.tar``): an export names where it came from without leaking or depending on this machine."""
+    if isinstance(x, dict):
+        return {k: portable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [portable(v) for v in x]
+    if isinstance(x, str) and (os.path.isabs(x) or x.startswith("~")):
+        return Path(x).name
+    return x
+
+
+def model_card_metadata(meta: dict[str, Any], timm_cfg: dict[str, Any]) -> str:
+    """The model card's YAML front matter, as the Hub and timm read it: ``library_name: timm``, tags, the
+    license, and a ``model-index`` entry per evaluation result with its settings (evaluator, data, feature, k)."""
+    cfg = meta["config"]
+    lines = ["---", "library_name: timm", "license: apache-2.0", "pipeline_tag: image-feature-extraction",
+             "tags:", "- image-feature-extraction", "- timm", "- sslab", f"- {meta['method']}",
+             "- self-supervised"]
+    results = [(name, r) for name, r in sorted(meta["results"].items())
+               if isinstance(r, dict) and isinstance(r.get("top1"), (int, float))]
+    if results:
+        lines += ["model-index:", f"- name: {json.dumps(timm_cfg['architecture'] + '.sslab_' + meta['method'])}",
+                  "  results:"]
+        for name, r in results:
+            settings = ", ".join(f"{k} {r[k]}" for k in ("evaluator", "feature", "k") if k in r)
+            lines += ["  - task:", "      type: image-classification",
+                      f"      name: {json.dumps(name + (' (' + settings + ')' if settings else ''))}",
+                      "    dataset:", f"      name: {json.dumps(str(r.get('data', cfg.get('data'))))}",
+                      f"      type: {json.dumps(str(r.get('data', cfg.get('data'))))}",
+                      "    metrics:", "    - type: accuracy", f"      value: {float(r['top1'])}",
+                      f"      name: {json.dumps('top-1 (%)')}"]
+    return "\n".join(lines + ["---", ""]) + "\n"
+
+
+def log_export_artifact(folder: str | os.PathLike, checkpoint_path: str | os.PathLike, mode: str = "auto") -> bool:
+    """Log an exported folder as a wandb artifact (type ``model``) from a short ``export`` run in the
+    pretraining run's project and group (read from its run folder). Returns whether it was logged; never fatal."""
+    from .engine.logger import offline_sync_command, resolve_wandb_mode, wandb_target
+
+    folder, run_dir = Path(folder), Path(checkpoint_path).resolve().parent
+    mode = resolve_wandb_mode(mode)
+    if mode == "disabled":
+        return False
+    try:
+        recorded = json.loads((run_dir / "wandb.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    meta = json.loads((folder / "sslab.json").read_text())
+    target = recorded or wandb_target(meta["config"], run_dir)
+    try:
+        import wandb
+
+        run = wandb.init(project=target["project"], entity=target["entity"], group=target["group"],
+                         job_type="export", name=f"{target['name']}/export", dir=str(run_dir), mode=mode,
+                         reinit="create_new", settings=wandb.Settings(console="off", silent=True))
+        art = wandb.Artifact(f"{target['name']}-encoder", type="model",
+                             metadata={k: meta[k] for k in ("method", "step", "epochs_done", "results", "checkpoint")})
+        art.add_dir(str(folder))
+        run.log_artifact(art)
+        sync = offline_sync_command(run) if mode == "offline" else None
+        run.finish()
+        if sync:
+            print(f"wandb run saved offline; upload it with: {sync}", file=sys.stderr)
+        return True
+    except Exception as e:  # the export is on disk already
+        print(f"sslab: wandb artifact skipped ({type(e).__name__}: {e})", file=sys.stderr)
+        return False
+
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Upload an exported folder to the Hugging Face Hub repository ``repo_id`` (created if missing) through
+    ``huggingface_hub``; ``timm.create_model("hf-hub:" + repo_id, pretrained=True)`` then loads it. Returns
+    the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise SslabError(f"{folder} holds no {WEIGHTS_NAME}; export first (sslab export CHECKPOINT {folder})")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                               allow_patterns=[WEIGHTS_NAME, "config.json", "sslab.json", "README.md"],
+                               commit_message=f"sslab {__version__}: {folder.name}")
+    return str(getattr(commit, "commit_url", commit))
 
 
 def _strip(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -241,12 +343,46 @@ def _load_state_strict(model: nn.Module, sd: dict[str, torch.Tensor], path: Path
     model.load_state_dict(sd, strict=True)
 
 
+# ViT width -> (timm size name, heads): the widths of the released ViTs (heads are not in the shapes).
+VIT_WIDTHS = {192: ("tiny", 3), 384: ("small", 6), 768: ("base", 12), 1024: ("large", 16), 1280: ("huge", 16)}
+
+
+def infer_vit_architecture(sd: dict[str, torch.Tensor], path: str | os.PathLike = "") -> tuple[str, dict[str, Any]]:
+    """(timm name, create_model kwargs) of a plain ViT state dict (an official MAE/DINO release), from the
+    shapes: ``patch_embed.proj.weight`` (D, C, p, p) gives width, channels and patch; ``pos_embed``
+    (1, 1 + g*g, D) the position grid g and so the image size g*p; ``blocks.<i>`` the depth;
+    ``blocks.0.mlp.fc1.weight`` the MLP ratio. Says in one line (stderr) what it inferred."""
+    try:
+        d, c, ph, pw = sd["patch_embed.proj.weight"].shape
+        tokens = sd["pos_embed"].shape[1] - (1 if "cls_token" in sd else 0)
+        depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+        hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, ValueError, AttributeError) as e:
+        raise SslabError(f"{path}: cannot infer the architecture from its tensors (no ViT patch_embed / pos_embed / "
+                         f"blocks: {e}); pass model=..., e.g. load_encoder(path, model='vit_base_patch16_224')") from e
+    grid = int(round(tokens ** 0.5))
+    if d not in VIT_WIDTHS or ph != pw or grid * grid != tokens:
+        raise SslabError(f"{path}: a ViT of width {d}, patch {ph}x{pw}, {tokens} positions is not one of the released "
+                         f"sizes (widths {sorted(VIT_WIDTHS)}, square grids); pass model=... and its kwargs")
+    size, heads = VIT_WIDTHS[int(d)]
+    name = f"vit_{size}_patch16_224"
+    kwargs: dict[str, Any] = {"img_size": grid * ph, "patch_size": int(ph), "in_chans": int(c), "depth": depth,
+                              "num_heads": heads, "mlp_ratio": hidden / d}
+    if "fc_norm.weight" in sd and "norm.weight" not in sd:
+        kwargs["global_pool"] = "avg"
+    print(f"sslab: {Path(path).name}: inferred {name} with width {d}, depth {depth}, patch {ph}, "
+          f"{grid}x{grid} positions ({grid * ph} px), {c} channels, mlp ratio {hidden / d:g} "
+          f"({heads} heads assumed for width {d})", file=sys.stderr)
+    return name, kwargs
+
+
 def load_encoder(path: str | os.PathLike, model: str | None = None, **model_kwargs: Any) -> nn.Module:
     """The timm encoder (``num_classes=0``, eval mode) stored at ``path``.
 
     ``path`` is an exported folder (:func:`export_encoder`), an sslab training checkpoint, or an
-    official MAE/DINO release file; for the latter give the timm architecture, which they do not
-    record: ``load_encoder("mae_pretrain_vit_base.pth", model="vit_base_patch16_224")``.
+    official MAE/DINO release file; the releases do not record their architecture, so it is inferred
+    from the tensor shapes (:func:`infer_vit_architecture`, one line on stderr says what), or given:
+    ``load_encoder("mae_pretrain_vit_base.pth", model="vit_base_patch16_224")``.
     ``model_kwargs`` go to ``timm.create_model``. Nothing in the file is executed.
     """
     p = Path(path)
@@ -268,11 +404,10 @@ def load_encoder(path: str | os.PathLike, model: str | None = None, **model_kwar
         dc["input_size"] = tuple(dc["input_size"])
         enc.pretrained_cfg = {**(getattr(enc, "pretrained_cfg", None) or {}), **dc}
         return enc.eval()
-    if model is None:
-        raise ValueError(f"{p} is not an sslab checkpoint or exported folder, so it does not say which architecture "
-                         "it holds; pass model=..., e.g. load_encoder(path, model='vit_base_patch16_224') for "
-                         "mae_pretrain_vit_base.pth or model='vit_small_patch16_224' for dino_deitsmall16_pretrain.pth")
     sd = official_encoder_state_dict(obj, p)
+    if model is None:
+        model, inferred = infer_vit_architecture(sd, p)
+        model_kwargs = {**inferred, **model_kwargs}
     enc = timm.create_model(model, pretrained=False, num_classes=0, **model_kwargs)
     _load_state_strict(enc, sd, p, model)
     if "img_size" in model_kwargs or "in_chans" in model_kwargs:  # keep resolve_data_config truthful
@@ -290,12 +425,24 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("out_dir", help="folder to write (model.safetensors, config.json, sslab.json, README.md)")
     ap.add_argument("--results", default=None, help="JSON file of evaluation results to record with the encoder")
     ap.add_argument("--overwrite", action="store_true", help="replace an encoder already in OUT_DIR")
+    ap.add_argument("--push-to-hub", metavar="REPO", default=None,
+                    help="also upload the folder to this Hugging Face Hub model repo (user/name; needs a login)")
+    ap.add_argument("--private", action="store_true", help="create the Hub repo private")
+    ap.add_argument("--wandb-artifact", action="store_true",
+                    help="also log the folder as a wandb artifact (type model) in the run's project and group")
+    ap.add_argument("--wandb-mode", default="auto", help="auto | online | offline | disabled (for --wandb-artifact)")
     args = ap.parse_args(argv)
     results = json.loads(Path(args.results).read_text()) if args.results else None
     if results is not None and not isinstance(results, dict):
         ap.error(f"--results {args.results} must hold a JSON object such as {{\"knn_top1\": 71.3}}")
     out = export_encoder(args.checkpoint, args.out_dir, results=results, overwrite=args.overwrite)
     print(f"wrote {out} (load with timm.create_model('local-dir:{out}', pretrained=True))", file=sys.stderr)
+    if args.wandb_artifact:
+        log_export_artifact(out, args.checkpoint, args.wandb_mode)
+    if args.push_to_hub:
+        url = push_to_hub(out, args.push_to_hub, private=args.private)
+        print(f"uploaded to {url} (load with timm.create_model('hf-hub:{args.push_to_hub}', pretrained=True))",
+              file=sys.stderr)
     return out
 
 

@@ -64,7 +64,17 @@ def _run_config(path: Path) -> dict[str, Any] | None:
 
 
 def _default_out(path: Path, kind: str) -> Path:
-    return path / "pictures" / f"{kind}.png" if path.is_dir() else path.parent / "pictures" / f"{path.stem}_{kind}.png"
+    """``pictures/`` of the run folder a checkpoint is in; for an exported encoder folder (which is shared as is)
+    or a release file, ``pictures/<name>_<kind>.png`` in the working directory, never inside the export."""
+    from .export import WEIGHTS_NAME
+
+    if path.is_dir() and (path / WEIGHTS_NAME).exists():
+        return Path("pictures") / f"{path.name}_{kind}.png"
+    if path.is_dir():
+        return path / "pictures" / f"{kind}.png"
+    if not list(path.parent.glob("checkpoint-*.pt")) and not (path.parent / "config.json").exists():
+        return Path("pictures") / f"{path.stem}_{kind}.png"  # a release file, not in a run folder
+    return path.parent / "pictures" / f"{path.stem}_{kind}.png"
 
 
 def run_mae(args: argparse.Namespace) -> Path:

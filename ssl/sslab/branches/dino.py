@@ -17,15 +17,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..config import Config, encoder_kwargs
 from ..data.multicrop import MultiCropTransform
 from ..data.seeding import sample_seed
+from ..errors import SslabError
 from ..losses.dino_loss import DINOLoss
 from ..models.dino import MultiCropWrapper
 from ..models.dino_head import DINOHead
+from ..models.dino_vit import POS_INTERPOLATIONS, init_dino_vit, use_dino_pos_interpolation
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
+from ..models.swin_pad_shift import use_pad_then_shift
 from ..schedules import warmup_cosine
 
 log = logging.getLogger("sslab")
@@ -43,10 +48,24 @@ COLLAPSE_PATIENCE = 3           # consecutive checks (log rows) before warning
 
 
 def build_backbone(cfg: Config, **overrides: Any) -> nn.Module:
-    """The timm encoder, returning pooled embeddings (num_classes=0); ViT position embeddings are
-    interpolated for crops of another size (``dynamic_img_size``)."""
+    """The timm encoder, returning pooled embeddings (num_classes=0), accepting crops of any size.
+
+    A ViT gets the official DINO ViT's class-token init and (``pos_interpolation="dino"``) its
+    position interpolation for crops of another size (:mod:`sslab.models.dino_vit`); a Swin pads its
+    stages before the cyclic shift, as EsViT (:mod:`sslab.models.swin_pad_shift`).
+    """
+    if cfg.pos_interpolation not in POS_INTERPOLATIONS:
+        raise SslabError(f"pos_interpolation {cfg.pos_interpolation!r} is not one of {POS_INTERPOLATIONS}; pass "
+                         "--pos-interpolation dino (the official DINO ViT's) or timm")
     kw = {**encoder_kwargs(cfg), **overrides}
-    return timm.create_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
+    backbone = timm.create_model(cfg.model, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
+    if isinstance(backbone, VisionTransformer):
+        init_dino_vit(backbone)
+        if cfg.pos_interpolation == "dino":
+            use_dino_pos_interpolation(backbone)
+    elif isinstance(backbone, SwinTransformer):
+        use_pad_then_shift(backbone)
+    return backbone
 
 
 def build_dino_model(cfg: Config, teacher: bool = False) -> MultiCropWrapper:
@@ -207,7 +226,8 @@ class DINOBranch:
         log_now = (step + 1) % self.cfg.log_every == 0 or step + 1 == self.last_step  # the steps that get logged
         center = self.dino_loss.center.clone() if log_now else None  # before this step's update
         with torch.autocast(device_type=device.type, enabled=False):  # the loss in fp32
-            loss = self.dino_loss(student_out.float(), teacher_out.float(), epoch)
+            # the center moves once per optimiser step, with the teacher mean of all its micro-batches
+            loss = self.dino_loss(student_out.float(), teacher_out.float(), epoch, update_center=False)
 
         temp = float(self.dino_loss.teacher_temp_schedule[epoch])
         metrics: dict[str, float] = {"teacher_temp": temp, "teacher_momentum": float(self.momentum_schedule[step])}
@@ -241,7 +261,9 @@ class DINOBranch:
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, step: int) -> None:
-        """EMA teacher: theta_t <- m * theta_t + (1 - m) * theta_s, m from the cosine schedule (Alg. 1)."""
+        """EMA teacher: theta_t <- m * theta_t + (1 - m) * theta_s, m from the cosine schedule (Alg. 1);
+        then the center's one update of this step (Eq. 4, mean over its micro-batches)."""
+        self.dino_loss.apply_accumulated_center()
         if self._ema_pairs is None:
             student = extract_model_from_parallel(model)
             s_named, t_named = list(student.named_parameters()), list(self.teacher.named_parameters())

@@ -1,6 +1,8 @@
 """Where images come from: ``--data`` names the embedded demo set, an ImageFolder tree or a tar of one.
 
 - ``demo`` (or ``demo:test``): the Fashion-MNIST subset shipped in the package (MIT licensed).
+- ``cifar10`` / ``fashion-mnist`` (or ``NAME:test``): fetched once by torchvision into the cache
+  (:mod:`.named`).
 - a directory: an ImageFolder tree; if it holds a ``<split>`` sub-folder (``train``, ``test``,
   ``val``), that one is used.
 - a ``.tar``/``.tar.gz`` of such a tree (e.g. the shared CIFAR-10 JPEG tar): unpacked once into
@@ -20,6 +22,7 @@ import numpy as np
 
 from .image_folder import ImageFolder
 from .in_memory import InMemoryImages, load_folder_in_memory
+from .named import is_named, load_named
 
 DEMO_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -81,9 +84,12 @@ def open_images(spec: str, split: str = "train", in_memory: bool = False, channe
     if spec == "demo" or spec.startswith("demo:"):
         return load_demo(spec.partition(":")[2] or split, channels)
     path = Path(spec).expanduser()
+    if not path.exists() and is_named(spec):  # a local folder of that name wins
+        return load_named(spec, split, channels, cache_dir())
     if not path.exists():
         raise FileNotFoundError(
-            f"--data {spec!r} does not exist; give an ImageFolder directory, a .tar of one, or 'demo'"
+            f"--data {spec!r} does not exist; give an ImageFolder directory, a .tar of one, 'demo', 'cifar10' "
+            "or 'fashion-mnist'"
         )
     if path.is_file():
         if not path.name.endswith(TAR_SUFFIXES):

@@ -12,16 +12,14 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..branches import BRANCHES
 from ..config import Config, parse_args
@@ -32,9 +30,12 @@ from ..optim import adamw, clip_per_param
 from ..schedules import constant, warmup_cosine
 from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from .distributed import make_accelerator
-from .logger import RunLogger
+from .hooks import EpochEnd, EpochHook, run_epoch_hooks
+from .logger import RunLogger, sweep_trial_dir
 from .preemption import StopSignals
+from .progress import Progress
 from .run_lock import RunLock
+from .run_record import keep_console_log, write_run_record
 
 log = logging.getLogger("sslab")
 
@@ -55,9 +56,6 @@ def validate(cfg: Config) -> None:
     if cfg.vis_every_epochs < 0 or cfg.vis_num_images < 1:
         raise ValueError(f"vis_every_epochs must be >= 0 (0: never) and vis_num_images >= 1, got "
                          f"{cfg.vis_every_epochs} and {cfg.vis_num_images}")
-    from ..eval.monitor import check_monitor_config  # here, not at module level: eval imports the engine
-
-    check_monitor_config(cfg)
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or none, got {cfg.max_steps}")
     if len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
@@ -99,20 +97,22 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"], 0, 0.0))
 
 
-def train(cfg: Config) -> dict[str, Any]:
-    """Run (or resume) the pretraining described by ``cfg``; returns a summary of the run.
+def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
+    """Run (or resume) the pretraining described by ``cfg``, calling ``hooks`` at each epoch end
+    (:mod:`.hooks`; ``sslab.train`` adds the ones the config asks for); returns a summary of the run.
 
     Meanwhile the main process holds the run-directory lock (:mod:`.run_lock`), and SIGTERM,
     SIGUSR1 or SIGINT stop the run after the current step with one checkpoint (:mod:`.preemption`).
     """
+    cfg = cfg.replace(output_dir=sweep_trial_dir(cfg.output_dir))  # a wandb sweep trial: its own folder
     validate(cfg)
     with StopSignals() as stop, contextlib.ExitStack() as held:
         if int(os.environ.get("RANK", "0")) == 0:  # the main process, known before the process group exists
             stop.on_abort.append(held.enter_context(RunLock(cfg.output_dir)).release)
-        return _train(cfg, stop)
+        return _train(cfg, hooks, stop)
 
 
-def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
+def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[str, Any]:
     resume_path = resolve_resume(cfg.resume, cfg.output_dir)
     acc = make_accelerator(cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
@@ -167,10 +167,12 @@ def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
     run_dir = Path(cfg.output_dir)
     resolved = {**cfg.to_dict(), "lr_resolved": lr, "effective_batch": eff_batch, "world_size": world,
                 "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "dataset_size": len(dataset)}
-    logger = None
+    logger = console = None
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        write_run_record(run_dir, world)  # command, git commit, versions, host, world size
+        console = keep_console_log(run_dir)
         logger = RunLogger(run_dir, resolved, cfg.wandb_mode, cfg.wandb_project, cfg.wandb_entity,
                            cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags)
 
@@ -184,8 +186,8 @@ def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
             save_checkpoint(state, run_dir, step, cfg.keep_last)
         acc.wait_for_everyone()
 
-    bar = tqdm(total=last_step, initial=step, disable=not (main and cfg.progress_bar), dynamic_ncols=True,
-               desc=f"{cfg.method} {cfg.model}", file=sys.stderr)
+    bar = Progress(cfg, main, step, last_step, eff_batch, steps_per_epoch)  # a tqdm bar on a TTY, else log lines
+    bar.start(len(dataset), eff_batch, lr, total_steps, acc.mixed_precision, world, run_dir)  # the one used
     window_loss = torch.zeros((), device=acc.device)
     window_micro, window_t0, skipped_total = 0, time.perf_counter(), 0
     params = [p for p in model.parameters() if p.requires_grad]
@@ -248,23 +250,15 @@ def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
                 if logger is not None:
                     logger.log(row, step)
                 summary["losses"].append(mean_loss)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{row['lr']:.2e}")
+                bar.row(row)
                 window_loss.zero_()
                 window_micro, window_t0 = 0, time.perf_counter()
 
             epoch_done = step % steps_per_epoch == 0
-            # --- end of epoch: per-epoch work (pictures, online evaluation) goes here, before the save ---
-            epochs_finished = step // steps_per_epoch
-            if epoch_done and main and cfg.vis_every_epochs > 0 and epochs_finished % cfg.vis_every_epochs == 0:
-                from ..viz.epoch import log_epoch_pictures  # eval mode, fixed images, RNG forked: training unchanged
-
-                log_epoch_pictures(cfg, acc.unwrap_model(model), branch, run_dir, epochs_finished, step, logger)
-            if (epoch_done and cfg.monitor_every_epochs > 0
-                    and (step // steps_per_epoch) % cfg.monitor_every_epochs == 0):
-                from ..eval.monitor import monitor_knn  # online k-NN on a copy of the encoder; RNG forked
-
-                row = monitor_knn(cfg, acc.unwrap_model(model), branch, main)
-                if logger is not None:
+            if epoch_done and hooks:  # epoch-end hooks (pictures, online evaluation), before the save
+                row = run_epoch_hooks(hooks, EpochEnd(cfg, acc.unwrap_model(model), branch, run_dir,
+                                                      step // steps_per_epoch, step, main, logger))
+                if logger is not None and row:
                     logger.log({"epoch": step / steps_per_epoch, **row}, step)
             if epoch_done or step % cfg.save_every_steps == 0 or step == last_step:
                 checkpoint()
@@ -276,9 +270,12 @@ def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
                 break
     if saved_step != step:
         checkpoint()
-    bar.close()
+    summary.update(bar.close())
     if logger is not None:
         logger.finish()
+    if console is not None:
+        logging.getLogger("sslab").removeHandler(console)
+        console.close()
     if stopped:
         acc.wait_for_everyone()  # all processes exit together (srun/torchrun end the rest at the first exit)
         stop.exit(stopped, step, list_checkpoints(run_dir)[-1] if main else None, main)
@@ -287,12 +284,14 @@ def _train(cfg: Config, stop: StopSignals) -> dict[str, Any]:
     return summary
 
 
-def main(base: Config, argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point of ``experiments/*.py``: apply CLI overrides to ``base`` and train."""
+def main(base: Config, argv: list[str] | None = None,
+         hooks: Callable[[Config], Sequence[EpochHook]] | None = None) -> dict[str, Any]:
+    """Apply CLI overrides to ``base`` and train with the epoch-end hooks ``hooks(cfg)`` returns
+    (``sslab.main``, the entry point of ``experiments/*.py``, passes the config's own ones)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = parse_args(base, argv, description=f"sslab {base.method} pretraining")
     try:
-        out = train(cfg)
+        out = train(cfg, hooks(cfg) if hooks is not None else ())
         if int(os.environ.get("RANK", "0")) == 0:
             losses = out["losses"]
             trend = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, " if losses else ""

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..engine.logger import resolve_wandb_mode
+from ..engine.logger import offline_sync_command, resolve_wandb_mode
+from ..engine.logger import wandb_target as engine_wandb_target
 
 log = logging.getLogger("sslab")
 
@@ -49,11 +50,14 @@ def read_result(run_dir: str | os.PathLike, name: str) -> dict[str, Any] | None:
 
 
 def wandb_target(config: dict[str, Any] | None, run_dir: str | os.PathLike) -> dict[str, Any]:
-    """wandb project / entity / group of the pretraining run the evaluated encoder came from."""
-    config = config or {}
-    run_name = config.get("wandb_name") or Path(config.get("output_dir") or run_dir).name
-    return {"project": config.get("wandb_project") or "sslab", "entity": config.get("wandb_entity"),
-            "group": config.get("wandb_group") or run_name, "run_name": run_name}
+    """wandb project / entity / group of the pretraining run the evaluated encoder came from: what that run
+    recorded in ``wandb.json``, else the same rule it follows (:func:`sslab.engine.logger.wandb_target`)."""
+    try:
+        recorded = json.loads((Path(run_dir) / "wandb.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    target = recorded or engine_wandb_target(config or {}, run_dir)
+    return {**target, "run_name": target["name"]}
 
 
 def log_to_wandb(name: str, result: dict[str, Any], config: dict[str, Any] | None, run_dir: str | os.PathLike,
@@ -79,7 +83,10 @@ def log_to_wandb(name: str, result: dict[str, Any], config: dict[str, Any] | Non
             if rows:
                 cols = list(rows[0])
                 run.log({f"{name}/{tname}": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+        sync = offline_sync_command(run) if mode == "offline" else None
         run.finish()
+        if sync:
+            log.info("wandb eval run saved offline; upload it with: %s", sync)
         return True
     except Exception as e:  # logging must never lose the result, which is already on disk
         log.warning("wandb logging of %s skipped (%s: %s)", name, type(e).__name__, e)

@@ -5,9 +5,11 @@
   attention) per image, times the images the run saw. Element-wise work and the optimiser are not
   counted, as in the usual ``6 N D``-style estimates.
 - Fit: ``error = a * x ** b`` with ``error = 100 - accuracy`` (%), least squares on
-  ``log error = log a + b log x``; b < 0 is the scaling exponent (Kaplan et al. 2020's form).
-- Plots: accuracy against pretraining FLOPs, encoder parameters and images seen, log-scaled x,
-  one line per setting of the other axes, with the fitted curve and its exponent in the legend.
+  ``log error = log a + b log x``; b < 0 is the scaling exponent (Kaplan et al. 2020's form), given
+  with its standard error; no fit on fewer than 4 points (parameters + 2).
+- Plots: accuracy against pretraining FLOPs, images seen and encoder parameters, log-scaled x; a
+  line varies one swept quantity with the others fixed, a point's colour is its model everywhere,
+  fits are drawn with their 95% band.
 """
 
 from __future__ import annotations
@@ -25,14 +27,32 @@ from torch.utils.flop_counter import FlopCounterMode
 
 log = logging.getLogger("sslab")
 
-# x axis -> the columns whose values make one line (a "setting") on that plot.
+# x axis -> the columns held fixed along one line: every line varies exactly one swept quantity, so it
+# joins only comparable points (compute: more epochs; images: more data at fixed epochs; parameters:
+# bigger models at fixed data and epochs).
 DEFAULT_PANELS = (
-    ("pretrain_flops", ("model",)),
+    ("pretrain_flops", ("model", "data_fraction")),
+    ("images_seen", ("model", "epochs")),
     ("params", ("data_fraction", "epochs")),
-    ("images_seen", ("model",)),
 )
 AXIS_LABELS = {"pretrain_flops": "pretraining compute (FLOPs)", "params": "encoder parameters",
                "images_seen": "images seen in pretraining"}
+METRIC_LABELS = {"knn_top1": "k-NN top-1 accuracy (%)", "linear_top1": "linear-probe top-1 accuracy (%)",
+                 "finetune_top1": "fine-tuning top-1 accuracy (%)"}
+SETTING_LABELS = {"model": "{}", "data_fraction": "{:g} of the data", "epochs": "{} epochs"}
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+
+
+def setting_label(cols: Sequence[str], values: Sequence[Any]) -> str:
+    """``("data_fraction", "epochs"), (0.3, 15)`` -> ``0.3 of the data, 15 epochs``."""
+    out = []
+    for c, v in zip(cols, values):
+        fmt = SETTING_LABELS.get(c, c.replace("_", " ") + " {}")
+        try:
+            out.append(fmt.format(v))
+        except (ValueError, TypeError):
+            out.append(f"{c.replace('_', ' ')} {v}")
+    return ", ".join(out)
 
 
 def training_flops_per_image(cfg, batch: int = 2) -> float:
@@ -58,20 +78,51 @@ def training_flops_per_image(cfg, batch: int = 2) -> float:
     return counter.get_total_flops() / batch
 
 
+FIT_PARAMS = 2  # a and b
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1.96 beyond the table).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(dof: int) -> float:
+    """Two-sided 95% Student-t quantile for ``dof`` degrees of freedom (the next smaller tabulated dof)."""
+    return T95[max(k for k in T95 if k <= dof)] if dof <= 30 else 1.96
+
+
 def fit_power_law(x: Sequence[float], accuracy: Sequence[float]) -> dict[str, float] | None:
-    """Fit ``100 - accuracy = a * x ** b`` by least squares in log-log space: ``{"a", "b", "r2"}``, or
-    None with fewer than two distinct positive x (or an error of 0, which has no logarithm)."""
+    """Fit ``100 - accuracy = a * x ** b`` by least squares in log-log space.
+
+    Returns ``{"a", "b", "b_se", "b_ci95", "r2", "n", "x_mean_log", "sxx", "s"}`` (``b_se``: the slope's
+    standard error, ``b_ci95``: half-width of its 95% t-interval; the last three give the band of the fit),
+    or None with fewer than ``FIT_PARAMS + 2`` = 4 usable points at >= 3 distinct x: with two points any two
+    parameters fit exactly (r^2 = 1) and with three the residuals have one degree of freedom, too few to
+    say how uncertain the exponent is.
+    """
     xs = np.asarray(x, dtype=float)
     err = 100.0 - np.asarray(accuracy, dtype=float)
     ok = (xs > 0) & (err > 0) & np.isfinite(xs) & np.isfinite(err)
     xs, err = xs[ok], err[ok]
-    if len(np.unique(xs)) < 2:
+    n = len(xs)
+    if n < FIT_PARAMS + 2 or len(np.unique(xs)) < 3:
         return None
     lx, ly = np.log(xs), np.log(err)
     b, log_a = np.polyfit(lx, ly, 1)
     pred = log_a + b * lx
     ss_res, ss_tot = float(((ly - pred) ** 2).sum()), float(((ly - ly.mean()) ** 2).sum())
-    return {"a": float(math.exp(log_a)), "b": float(b), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0}
+    sxx = float(((lx - lx.mean()) ** 2).sum())
+    s = math.sqrt(ss_res / (n - FIT_PARAMS))
+    b_se = s / math.sqrt(sxx)
+    return {"a": float(math.exp(log_a)), "b": float(b), "b_se": b_se, "b_ci95": t95(n - FIT_PARAMS) * b_se,
+            "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, "n": n, "x_mean_log": float(lx.mean()),
+            "sxx": sxx, "s": s}
+
+
+def fit_band(fit: dict[str, float], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(accuracy of the fitted curve, lower, upper 95% band of the fitted mean) at ``x``."""
+    lx = np.log(x)
+    pred = math.log(fit["a"]) + fit["b"] * lx
+    half = t95(fit["n"] - FIT_PARAMS) * fit["s"] * np.sqrt(1 / fit["n"] + (lx - fit["x_mean_log"]) ** 2 / fit["sxx"])
+    return 100.0 - np.exp(pred), 100.0 - np.exp(pred + half), 100.0 - np.exp(pred - half)
 
 
 def write_table(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
@@ -103,40 +154,58 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def plot_scaling(rows: list[dict[str, Any]], metric: str, path: str | os.PathLike,
                  panels=DEFAULT_PANELS, title: str | None = None) -> dict[str, dict[str, Any]]:
-    """One PNG with a panel per (x column, line grouping): ``metric`` (an accuracy in %) against x on a
-    log axis, points joined per setting, the fitted power law dashed. Returns the fits
-    ``{"<x>/<setting>": {"a", "b", "r2"}}``."""
+    """One PNG with a panel per (x column, columns held fixed): ``metric`` (an accuracy in %) against x on a
+    log axis. A line joins points that share the fixed columns and differ in x only (points of one setting
+    with equal x are left unjoined); a point's colour is its model in every panel, a line's style its
+    setting. Settings with at least 4 points get the power-law fit (black) with its 95% band and the
+    exponent +- its standard error in the legend. Returns ``{"<x>/<setting>": fit}``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
+    models = sorted({str(r.get("model")) for r in rows})
+    colour = {m: f"C{i % 10}" for i, m in enumerate(models)}  # one meaning in every panel
     fits: dict[str, dict[str, Any]] = {}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.6), squeeze=False)
     for ax, (xcol, group_cols) in zip(axes[0], panels):
         groups: dict[tuple, list[dict[str, Any]]] = {}
         for r in rows:
             groups.setdefault(tuple(r.get(c) for c in group_cols), []).append(r)
-        for gi, (key, rs) in enumerate(sorted(groups.items(), key=lambda kv: str(kv[0]))):
+        # Line style: the fixed columns other than the model (one style per value, in every panel's order).
+        others = [i for i, c in enumerate(group_cols) if c != "model"]
+        settings = sorted({tuple(k[i] for i in others) for k in groups}, key=str)
+        for key, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
             rs = sorted(rs, key=lambda r: r[xcol])
             xs, ys = [float(r[xcol]) for r in rs], [float(r[metric]) for r in rs]
-            name = ", ".join(f"{c}={v}" for c, v in zip(group_cols, key))
-            color = f"C{gi % 10}"
+            name = setting_label(group_cols, key)
+            style = LINESTYLES[settings.index(tuple(key[i] for i in others)) % len(LINESTYLES)]
+            line_colour = colour[str(key[group_cols.index("model")])] if "model" in group_cols else "0.45"
             fit = fit_power_law(xs, ys)
             label = name
             if fit is not None:
                 fits[f"{xcol}/{name}"] = fit
-                label += f" (b={fit['b']:.3f})"  # error exponent: negative = improving
+                label += f"; b = {fit['b']:.3f} +- {fit['b_se']:.3f}"  # error exponent: negative = improving
                 grid = np.geomspace(min(xs), max(xs), 50)
-                ax.plot(grid, 100.0 - fit["a"] * grid ** fit["b"], "--", color=color, linewidth=1)
-            ax.plot(xs, ys, "o-", color=color, label=label, markersize=4)
+                mid, lo, hi = fit_band(fit, grid)
+                ax.plot(grid, mid, color="black", linewidth=1, linestyle=style)
+                ax.fill_between(grid, lo, hi, color="black", alpha=0.08, linewidth=0)
+            if len(set(xs)) == len(xs):  # comparable: x is the only thing that changes along the line
+                ax.plot(xs, ys, linestyle=style, color=line_colour, linewidth=1.2, label=label)
+            else:
+                ax.plot([], [], linestyle="none", label=label + " (not joined: repeated x)")
+            ax.scatter(xs, ys, c=[colour[str(r.get("model"))] for r in rs], s=22, zorder=3, edgecolors="none")
+        for m in models:  # the colour legend: the same in every panel
+            ax.scatter([], [], c=colour[m], s=22, label=f"model {m}")
         ax.set_xscale("log")
-        ax.set_xlabel(AXIS_LABELS.get(xcol, xcol))
-        ax.set_ylabel(f"{metric} (%)")
+        ax.set_xlabel(AXIS_LABELS.get(xcol, xcol.replace("_", " ")))
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric.replace("_", " ") + " (%)"))
+        ax.set_title("lines: " + " and ".join(c.replace("_", " ") for c in group_cols) + " held fixed", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title or f"{metric}: fit 100 - acc = a x^b (dashed)")
+        ax.legend(fontsize=6.5)
+    fig.suptitle(title or f"{METRIC_LABELS.get(metric, metric)}; black: fit 100 - acc = a x^b with 95% band "
+                          "(4 or more points)")
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")

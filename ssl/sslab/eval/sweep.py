@@ -43,7 +43,7 @@ from PIL import Image
 from ..config import Config, parse_args
 from ..data.sources import cache_dir, open_images
 from ..engine.checkpoint import list_checkpoints
-from ..engine.train import train
+from ..pretrain import train  # with the epoch-end hooks the config asks for
 from .cli import LabelledData, open_encoder, open_labelled
 from .features import dataset_fingerprint, dataset_labels, subset_indices
 from .results import read_result, report
@@ -125,8 +125,9 @@ def materialize_subset(spec: str, indices: list[int], channels: int) -> str:
     return str(out)
 
 
-def points(sweep: Sweep) -> list[Point]:
-    """The grid, each point with its pretraining config (data subset materialised when needed)."""
+def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
+    """The grid, each point with its pretraining config (data subset materialised when needed). With
+    ``materialize=False`` (``--list``) no data is opened or written: sizes come from ``train_size``."""
     if not sweep.models:
         raise ValueError("the sweep has no models; give models={'label': {'model': ..., 'model_kwargs': ...}}")
     bad = [e for e in sweep.evaluators if e not in EVALUATORS]
@@ -135,12 +136,15 @@ def points(sweep: Sweep) -> list[Point]:
     if any(not 0 < f <= 1 for f in sweep.data_fractions):
         raise ValueError(f"data_fractions must be in (0, 1], got {sweep.data_fractions}")
     base = sweep.base
-    labels = dataset_labels(open_images(base.data, "train", False, base.in_chans))
-    pool = subset_indices(labels, sweep.train_size, sweep.seed)  # the images the fractions are taken of
+    if materialize:
+        labels = dataset_labels(open_images(base.data, "train", False, base.in_chans))
+        pool = subset_indices(labels, sweep.train_size, sweep.seed)  # the images the fractions are taken of
     out = []
     for (label, changes), frac, ep in itertools.product(sweep.models.items(), sweep.data_fractions, sweep.epochs):
-        n = max(1, int(round(frac * len(pool))))
-        if n == len(labels):
+        if not materialize:  # a listing: nothing unpacked, downloaded or written
+            n = max(1, int(round(frac * sweep.train_size))) if sweep.train_size else 0
+            data = base.data if frac == 1 and not sweep.train_size else f"{frac:g} of {base.data}"
+        elif (n := max(1, int(round(frac * len(pool))))) == len(labels):
             data = base.data
         else:
             if base.in_chans != 3:
@@ -235,7 +239,7 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
     for ev in sweep.evaluators:
         metric = f"{ev}_top1"
         images[metric] = out / f"scaling_{metric}.png"
-        for k, f in plot_scaling(rows, metric, images[metric], title=f"{sweep.name}: {metric}; dashed: power law 100 - acc = a x^b").items():
+        for k, f in plot_scaling(rows, metric, images[metric], title=f"{sweep.name}: power-law fits (black) with 95% bands, 4+ points").items():
             fits[f"{metric}/{k}"] = f
     (out / "fits.json").write_text(json.dumps(fits, indent=2))
     log_scaling_to_wandb(rows, images, fits, sweep.base.wandb_group or sweep.name, sweep.base.wandb_project,
@@ -270,8 +274,9 @@ def main(argv: list[str] | None = None, sweep: Sweep | None = None) -> list[dict
     if args.sweep_output_dir:
         sweep = dataclasses.replace(sweep, output_dir=args.sweep_output_dir)
     if args.list:
-        for p in points(sweep):
-            print(f"{p.name}: {p.train_images} images x {p.epochs} epochs -> {p.cfg.output_dir}", file=sys.stderr)
+        for p in points(sweep, materialize=False):
+            size = f"{p.train_images} images" if p.train_images else f"{p.data_fraction:g} of the images"
+            print(f"{p.name}: {size} x {p.epochs} epochs -> {p.cfg.output_dir}", file=sys.stderr)
         return []
     return run_sweep(sweep, args.plots_only)
 

@@ -116,8 +116,13 @@ class MaskedAutoencoderViT(nn.Module):
         self.apply(_init_linear_and_norm)
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names kept out of weight decay besides biases and norms (tokens, positions)."""
-        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+        """Names kept out of weight decay besides 1-D parameters and biases: none in pretraining.
+
+        The official ``main_pretrain.py`` builds its groups with timm's ``add_weight_decay`` and no skip
+        list, so ``cls_token`` and ``mask_token`` (1, 1, D) are decayed; the fixed sin-cos positions are
+        frozen and in no group. (Fine-tuning keeps its own rules: :mod:`sslab.eval.finetune`.)
+        """
+        return set()
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, L, p*q*C), pixel order (p, q, c) as in the official code."""

@@ -174,8 +174,9 @@ def validate_swin_crops(model: SwinTransformer, global_size: int, local_size: in
 
     The global crops must be the size the model's windows were laid out for (its ``img_size``) and
     fit it exactly (:func:`swin_geometry`). Local crops of another size need only be a whole number of
-    patches: timm pads each stage to whole windows and odd grids before merging, with zero tokens that
-    take part in attention, as the original Swin and EsViT (arXiv 2106.09785) do for 96 px crops.
+    patches: each stage is padded to whole windows before the cyclic shift (EsViT's order, arXiv
+    2106.09785, :mod:`sslab.models.swin_pad_shift`) and odd grids before merging, with zero tokens that
+    take part in attention, as EsViT does for its 96 px crops.
     """
     geom = swin_geometry(model, name)
     if (global_size, global_size) != geom.img_size:

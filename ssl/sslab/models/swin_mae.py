@@ -16,17 +16,27 @@ Encoder modes (``mode``):
   norms and MLPs run on the visible tokens only; windows without a visible token are dropped.
   The modules and parameters are timm's own (``patch_embed``, ``layers[i].downsample``,
   ``layers[i].blocks[j]``, ``norm``); only the forward over them is ours.
-* ``"mask_token"``: the SimMIM baseline (Xie et al. 2022, arXiv 2111.09886, Sec. 3): removed
-  tokens are replaced by a learned ``input_mask_token`` after the patch embedding and timm's
-  forward runs on all tokens.
-
-In both modes the decoder is MAE's (He et al. 2021, Sec. 3), on last-stage units: the visible
-units' encodings plus a shared ``mask_token``, fixed 2-D sin-cos positions over the unit grid, a few
-ViT blocks (GreenMIM: 512-d, 1 block) and a linear head predicting each unit's pixels; the loss is
-MAE's (per-unit normalised pixels, removed units only).
+  The decoder is MAE's (He et al. 2021, Sec. 3), on last-stage units: the visible units' encodings
+  plus a shared ``mask_token``, fixed 2-D sin-cos positions over the unit grid, a few ViT blocks
+  (GreenMIM: 512-d, 1 block) and a linear head predicting each unit's pixels; the loss is MAE's
+  (per-unit normalised pixels, removed units only). Initialisation is GreenMIM's
+  (``base_green_models.MaskedAutoencoder.initialize_weights``): every linear layer of encoder and
+  decoder xavier-uniform with zero bias, the patch projection xavier-uniform as a linear layer,
+  LayerNorms 1 / 0, ``mask_token`` N(0, 0.02); the relative position bias tables keep timm's
+  trunc-normal 0.02.
+* ``"mask_token"``: SimMIM (Xie et al. 2022, arXiv 2111.09886, Sec. 3; official ``models/simmim.py``),
+  the baseline the visible-only encoder is compared with: removed tokens are replaced by a learned
+  ``input_mask_token`` (trunc-normal 0.02) after the patch embedding, timm's forward runs on all
+  tokens, and the one-layer prediction head (a 1x1 convolution to ``unit_px**2 * C`` channels and a
+  pixel shuffle by ``unit_px``, the encoder's stride) predicts the normalised image; the loss is L1 on
+  the masked pixels (:func:`~sslab.losses.simmim_loss.simmim_loss`). No decoder, no norm-pix target
+  (``norm_pix_loss`` and the ``decoder_*`` options are not used); the encoder keeps timm's init,
+  which is SimMIM's Swin init. SimMIM's mask (32 px patches, ratio 0.6, ``ceil`` of the masked
+  count) is this model's unit masking at ``mask_ratio=0.6`` for patch 4 and 4 stages.
 
 State-dict keys: the encoder's at the top level with timm's names (``patch_embed.*``,
-``layers.*``, ``norm.*``); MAE-only keys are ``mask_token``, ``input_mask_token`` and ``decoder_*``.
+``layers.*``, ``norm.*``); MAE-only keys are ``mask_token`` and ``decoder_*`` (``visible``) or
+``input_mask_token`` and ``simmim_head.*`` (``mask_token``).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..losses.mae_loss import mae_loss
+from ..losses.simmim_loss import simmim_loss
 from .mae import MAE_OPTIONS, _init_linear_and_norm
 from .masking import Masking, gather_tokens, random_masking
 from .patches import patchify, unpatchify
@@ -188,14 +199,22 @@ class SwinMAE(nn.Module):
         self.img_size = g.img_size
         self.in_chans = swin.patch_embed.proj.in_channels
         self.embed_dim = swin.num_features
-        self.norm_pix_loss = norm_pix_loss
+        self.norm_pix_loss = norm_pix_loss if mode == "visible" else False  # SimMIM predicts the image itself
 
         # Encoder: timm's modules at timm's key names.
         self.patch_embed = swin.patch_embed
         self.layers = swin.layers
         self.norm = swin.norm
-        if mode == "mask_token":  # only in this mode, so DDP never sees an unused parameter
+        if mode == "mask_token":  # SimMIM: input token and one-layer head; no parameter DDP would see unused
+            if self.patch_size[0] != self.patch_size[1]:
+                raise ValueError(f"SimMIM's pixel-shuffle head needs square units, got {self.patch_size}")
             self.input_mask_token = nn.Parameter(torch.zeros(1, 1, 1, swin.embed_dim))
+            nn.init.trunc_normal_(self.input_mask_token, std=0.02)
+            self.simmim_head = nn.Sequential(
+                nn.Conv2d(self.embed_dim, self.patch_size[0] ** 2 * self.in_chans, kernel_size=1),
+                nn.PixelShuffle(self.patch_size[0]),
+            )
+            return
 
         # Decoder (MAE's, without a class token).
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
@@ -208,20 +227,21 @@ class SwinMAE(nn.Module):
         )
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size[0] * self.patch_size[1] * self.in_chans)
-        self.initialize_decoder()
+        self.initialize_weights()
 
-    def initialize_decoder(self) -> None:
-        """MAE init for the decoder and tokens; the encoder keeps timm's Swin init."""
-        self.decoder_pos_embed.data.copy_(sincos_2d(self.decoder_pos_embed.shape[-1], self.grid_size)[None])
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """GreenMIM's init (``visible`` mode): xavier-uniform linears (encoder and decoder) and patch
+        projection, zero biases, LayerNorm 1 / 0, sin-cos decoder positions, ``mask_token`` N(0, .02)."""
+        self.decoder_pos_embed.copy_(sincos_2d(self.decoder_pos_embed.shape[-1], self.grid_size)[None])
+        w = self.patch_embed.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer, not a conv
         nn.init.normal_(self.mask_token, std=0.02)
-        if self.mode == "mask_token":
-            nn.init.normal_(self.input_mask_token, std=0.02)
-        for name, m in self.named_children():
-            if name.startswith("decoder_"):
-                m.apply(_init_linear_and_norm)
+        self.apply(_init_linear_and_norm)
 
     def no_weight_decay(self) -> set[str]:
-        """Names kept out of weight decay besides biases and norms (tokens, positions, position biases)."""
+        """Names kept out of weight decay besides biases and norms (tokens, positions, position biases),
+        as GreenMIM's skip list ('token', 'position_bias') and SimMIM's (mask_token, bias tables)."""
         return {"mask_token", "input_mask_token", "decoder_pos_embed", "relative_position_bias_table"}
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -276,17 +296,29 @@ class SwinMAE(nn.Module):
         return self.norm(x.view(n, k, -1))
 
     def encode_mask_token(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """SimMIM-style: removed units' tokens become ``input_mask_token``; all tokens: -> (N, U, D)."""
-        x = self.patch_embed(imgs)  # (N, H0, W0, C)
-        m = self.units_to_tokens(mask, 0).unsqueeze(-1).to(x.dtype)
-        x = x * (1 - m) + self.input_mask_token.to(x.dtype) * m
-        x = self.norm(self.layers(x))
-        return x.reshape(x.shape[0], -1, x.shape[-1])
+        """SimMIM's encoder as a sequence: -> (N, U, D), one row per last-stage token (unit)."""
+        x = self.encode_mask_token_grid(imgs, mask)
+        return x.flatten(2).transpose(1, 2)
 
     def encode(self, imgs: torch.Tensor) -> torch.Tensor:
         """All tokens, no masking (timm's forward_features): (N, C, H, W) -> (N, U, D)."""
         x = self.norm(self.layers(self.patch_embed(imgs)))
         return x.reshape(x.shape[0], -1, x.shape[-1])
+
+    def encode_mask_token_grid(self, imgs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """SimMIM's encoder: all tokens, removed ones as ``input_mask_token``: -> (N, D, H_last, W_last)."""
+        x = self.patch_embed(imgs)  # (N, H0, W0, C)
+        m = self.units_to_tokens(mask, 0).unsqueeze(-1).to(x.dtype)
+        x = x * (1 - m) + self.input_mask_token.to(x.dtype) * m
+        return self.norm(self.layers(x)).permute(0, 3, 1, 2)
+
+    def forward_simmim(self, imgs: torch.Tensor, m: Masking) -> tuple[torch.Tensor, torch.Tensor]:
+        """SimMIM: encode with mask tokens, predict pixels with the 1x1 conv + pixel shuffle head, L1 on
+        masked pixels. Returns ``(loss, pred (N, U, uh*uw*C))``."""
+        rec = self.simmim_head(self.encode_mask_token_grid(imgs, m.mask))  # (N, C, H, W)
+        u = self.patch_size[0]
+        pixel_mask = m.mask.view(-1, 1, *self.grid_size).repeat_interleave(u, 2).repeat_interleave(u, 3)
+        return simmim_loss(imgs, rec, pixel_mask), self.patchify(rec)
 
     def forward_encoder(
         self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
@@ -321,6 +353,10 @@ class SwinMAE(nn.Module):
                 f"expected images of shape (N, {self.in_chans}, {self.img_size[0]}, {self.img_size[1]}), "
                 f"got {tuple(imgs.shape)}; set img_size/in_chans to match the data"
             )
+        if self.mode == "mask_token":
+            m = random_masking(imgs.shape[0], self.num_patches, mask_ratio, noise, device=imgs.device)
+            loss, pred = self.forward_simmim(imgs, m)
+            return loss, pred, m.mask
         latent, m = self.forward_encoder(imgs, mask_ratio, noise)
         pred = self.forward_decoder(latent, m.ids_restore)
         return mae_loss(pred, self.patchify(imgs), m.mask, self.norm_pix_loss), pred, m.mask

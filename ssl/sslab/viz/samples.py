@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.named import is_named
 from ..data.sources import open_images, resolve_split, unpack_tar
 from ..data.transforms import eval_transform
 
@@ -24,6 +25,8 @@ def held_out_split(spec: str) -> str:
     if spec == "demo" or spec.startswith("demo:"):
         return "test"
     path = Path(spec).expanduser()
+    if not path.exists() and is_named(spec):
+        return "test"
     if path.is_file():
         path = unpack_tar(path)
     if path.is_dir():
