@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
 
     from sslab import train
     from sslab.engine.checkpoint import list_checkpoints
-    from sslab.eval.cli import eval_preprocess, open_encoder, open_labelled
+    from sslab.eval.cli import eval_preprocess, labelled_splits, open_encoder
     from sslab.eval.features import encode
     from sslab.eval.linear_probe import run_augmented_probe, run_linear_probe
 
@@ -72,8 +72,7 @@ def main(argv=None) -> dict:
     # A private, empty feature cache: the cold timing really extracts.
     os.environ["SSLAB_CACHE"] = tempfile.mkdtemp(prefix="sslab_probe_bench_")
     src = open_encoder(ckpt)
-    trn = open_labelled(args.data, "train", src.in_chans, args.train_size, 0, in_memory=False)
-    tst = open_labelled(args.data, "test", src.in_chans, args.test_size, 0, in_memory=False)
+    trn, tst = labelled_splits(args.data, None, None, src.in_chans, args.train_size, args.test_size, 0)
     common = dict(batch_size=args.batch_size, num_workers=args.num_workers)
     with torch.no_grad():  # warm up the kernels so neither timing pays one-off start-up costs
         x = torch.stack([eval_preprocess(src)(trn.dataset[i][0]) for i in trn.indices[:args.batch_size]])

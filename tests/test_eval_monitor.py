@@ -2,7 +2,7 @@
 
 import torch
 
-from conftest import read_metrics, tiny_mae_config
+from conftest import make_image_folder, read_metrics, tiny_mae_config
 from sslab import train
 from sslab.branches import MAEBranch
 from sslab.eval.monitor import monitor_knn
@@ -22,9 +22,11 @@ def test_monitor_leaves_rng_and_model_mode_alone(tmp_path):
     assert monitor_knn(cfg, model, branch, is_main=False) == {}
 
 
-def test_monitor_logs_a_curve_without_changing_training(tmp_path, image_folder):
-    # 24 images, batch 8 -> 3 steps per epoch, 3 epochs; the folder has no split, so train = test.
-    common = dict(data=str(image_folder), img_size=16, in_chans=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+def test_monitor_logs_a_curve_without_changing_training(tmp_path):
+    # 24 training images, batch 8 -> 3 steps per epoch, 3 epochs; the k-NN is scored on the val/ folder.
+    tree = tmp_path / "tree"
+    make_image_folder(tree / "train"), make_image_folder(tree / "val", n_per_class=3)
+    common = dict(data=str(tree), img_size=16, in_chans=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                   batch_size=8, epochs=3, warmup_epochs=1, log_every=1)
     plain = tiny_mae_config(tmp_path / "plain", **common)
     watched = tiny_mae_config(tmp_path / "watched", **common, monitor_every_epochs=2, monitor_train_size=12,

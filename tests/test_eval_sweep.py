@@ -117,7 +117,8 @@ def test_sweep_resumes_an_interrupted_point_and_skips_finished_ones(tmp_path, mo
     monkeypatch.setattr(sslab.eval.linear_probe, "run_linear_probe",
                         lambda *a, **k: probes.append(1) or real_probe(*a, **k))
     # ... except an evaluation whose result went missing.
-    (out / pts[0].name / "eval" / "linear_cls.json").unlink()
+    (linear,) = (out / pts[0].name / "eval").glob("linear_cls_*.json")  # named by its settings
+    linear.unlink()
     again = run_sweep(sweep)
     assert len(probes) == 1
     assert [r["knn_top1"] for r in again] == [r["knn_top1"] for r in rows]

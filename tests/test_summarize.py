@@ -29,8 +29,8 @@ def test_console_script_is_declared_and_lists_the_commands():
 
 def test_summary_of_a_mask_ratio_ablation(tmp_path):
     runs = []
-    for ratio, top1 in ((0.5, 40.0), (0.75, 45.5), (0.9, 42.0)):
-        cfg = tiny_mae_config(tmp_path / f"mr{ratio}", mask_ratio=ratio, max_steps=2)
+    for ratio, top1 in ((0.5, 40.0), (0.9, 42.0)):
+        cfg = tiny_mae_config(tmp_path / f"mr{ratio}", mask_ratio=ratio, max_steps=2, log_every=2)
         train(cfg)
         write_result(cfg.output_dir, "knn_cls", {"top1": top1})
         runs.append(cfg.output_dir)
@@ -39,7 +39,7 @@ def test_summary_of_a_mask_ratio_ablation(tmp_path):
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
     assert list(rows[0]) == ["run", "mask_ratio", "final_loss", "steps", "knn_cls_top1"]  # only the differing field
     assert [(float(r["mask_ratio"]), float(r["knn_cls_top1"]), int(r["steps"])) for r in rows] == \
-        [(0.5, 40.0, 2), (0.75, 45.5, 2), (0.9, 42.0, 2)]
+        [(0.5, 40.0, 2), (0.9, 42.0, 2)]
     assert all(float(r["final_loss"]) > 0 for r in rows)
     with Image.open(out.with_suffix(".png")) as im:
         assert im.format == "PNG" and im.size[0] >= 300  # one panel column (mask ratio) x 2 result rows

@@ -167,7 +167,7 @@ def test_pictures_during_training_change_nothing(tmp_path, image_folder):
     common = dict(data=str(image_folder), img_size=16, in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=12,
                   epochs=2, log_every=1, vis_num_images=3, model_kwargs={"depth": 1, "embed_dim": 48, "num_heads": 3})
     plain = tiny_mae_config(tmp_path / "plain", **common)
-    pics = tiny_mae_config(tmp_path / "pics", **common, vis_every_epochs=1)
+    pics = tiny_mae_config(tmp_path / "pics", **common, vis_every_epochs=1, vis_data=f"{image_folder}:all")
     train(plain), train(pics)
     assert [r["loss"] for r in read_metrics(plain.output_dir)] == [r["loss"] for r in read_metrics(pics.output_dir)]
     a = load_checkpoint(list_checkpoints(plain.output_dir)[-1])

@@ -25,6 +25,7 @@ class Config:
     output_dir: str = "runs/default"         # checkpoints, logs and the resolved config go here
     seed: int = 0
     resume: str = ""                         # "" (fresh), "auto" (newest checkpoint in output_dir) or a path
+    allow_config_change: bool = False        # resume even if fields outside FREE_ON_RESUME changed (see below)
 
     # --- data ---
     data: str = "demo"                       # ImageFolder dir, .tar of one, or "demo"
@@ -33,6 +34,7 @@ class Config:
     num_workers: int = 8
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    augment_on_device: bool = True           # loader: uint8 crops only (reduced-size JPEG decode); flip/jitter/blur/solarise batched on the model's device, --in-memory images held and cropped there (false: torchvision per image)
 
     # --- encoder (timm) ---
     model: str = "vit_base_patch16_224"
@@ -89,6 +91,7 @@ class Config:
     clip_grad_mode: str = "global"           # "global" (one norm over all) | "per_param" (each tensor, as DINO)
     mixed_precision: str = "no"              # "no" | "fp16" | "bf16"
     max_steps: int | None = None             # stop after this many optimiser steps (smoke tests, benchmarks)
+    nonfinite_skip_limit: int = 0            # steps with a NaN/inf loss or gradients to skip (not apply) before stopping; 0: stop at the first
 
     # --- checkpoints ---
     save_every_steps: int = 1000             # also saved at the end of every epoch
@@ -108,10 +111,11 @@ class Config:
     # --- pictures ---
     vis_every_epochs: int = 0                # MAE reconstructions / attention maps every N epochs (0: never)
     vis_num_images: int = 8                  # fixed held-out images in each picture
+    vis_data: str | None = None              # images of the pictures (SPEC:FOLDER for a split); None: --data's test/val
 
     # --- evaluation ---
     monitor_every_epochs: int = 0            # online 20-NN on a small labelled split every N epochs (0: never)
-    monitor_data: str | None = None          # labelled data with train/test splits; None: the training data
+    monitor_data: str | None = None          # labelled tree with train and test (else val) folders; None: --data
     monitor_train_size: int = 5000           # class-balanced training images the k-NN votes with
     monitor_test_size: int = 1000            # class-balanced test images it is scored on
 
@@ -125,6 +129,24 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of every field."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+# Fields a resumed run may change: they do not change the optimisation (what is logged or shown,
+# how fast data is read, where/when checkpoints go, when to stop). Any other difference between a
+# checkpoint's config and the new one stops the resume (engine/same_run.py), epochs included (it
+# reshapes the lr schedule), unless --allow-config-change true. A new field that does not touch the
+# optimisation belongs here.
+FREE_ON_RESUME: frozenset[str] = frozenset({
+    "output_dir", "resume", "allow_config_change", "num_workers", "max_steps", "nonfinite_skip_limit",
+    "save_every_steps", "keep_last",
+    "log_every", "progress_bar", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "wandb_name",
+    "wandb_tags", "wandb_artifacts",
+    "vis_every_epochs", "vis_num_images",
+    "monitor_every_epochs", "monitor_data", "monitor_train_size", "monitor_test_size",
+})
+# These may change on resume as long as the effective batch (batch x accumulation x processes) stays,
+# e.g. a requeue onto another GPU count with effective_batch_size set; the engine checks that product.
+EFFECTIVE_BATCH_FIELDS: frozenset[str] = frozenset({"batch_size", "accum_iter", "effective_batch_size"})
 
 
 def encoder_kwargs(config: "Config | dict[str, Any]") -> dict[str, Any]:

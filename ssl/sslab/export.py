@@ -33,8 +33,10 @@ from .errors import SslabError
 from .serialization import safe_load
 
 WEIGHTS_NAME = "model.safetensors"
-# What the README/metadata keep of a stored evaluation result (sslab.eval writes many more fields).
-EVAL_HEADLINE = ("evaluator", "top1", "top5", "feature", "data", "k")
+# What the README/metadata keep of a stored evaluation result (sslab.eval writes many more fields): the
+# numbers with the facts that make them comparable (data and splits, sizes, epochs, which figure is which).
+EVAL_HEADLINE = ("evaluator", "mode", "recipe", "feature", "top1", "top5", "top1_best_over_epochs", "best_epoch",
+                 "k", "data", "train_size", "test_size", "epochs", "reported")
 # Keys of released checkpoints that never belong to a headless encoder.
 NON_ENCODER_PREFIXES = MAE_ONLY_PREFIXES + ("head.",)
 ENCODER_SOURCE = {"mae": "encoder; decoder and mask token removed",
@@ -135,16 +137,25 @@ def _readme(meta: dict[str, Any], timm_cfg: dict[str, Any], out_dir: Path) -> st
         "## Evaluation results",
         "",
     ]
+    from .eval.results import describe  # here: sslab.eval imports this module
+
     rows = []
     for k, v in sorted(meta["results"].items()):
         if isinstance(v, dict):
             top1 = v.get("top1")
-            settings = ", ".join(f"{s} {v[s]}" for s in EVAL_HEADLINE if s not in ("top1", "top5") and s in v)
+            if "data" in v:  # an sslab.eval record: data, sizes, epochs, and which figure is which
+                settings = describe(v)
+            else:
+                settings = ", ".join(f"{s} {v[s]}" for s in EVAL_HEADLINE if s not in ("top1", "top5") and s in v)
             rows.append(f"| {k} | {top1 if top1 is not None else ''} | {v.get('top5', '')} | {settings} |")
         else:
             rows.append(f"| {k} | {v} | | |")
     lines += (["| result | top-1 (%) | top-5 (%) | settings |", "|---|---|---|---|", *rows] if rows
               else ["- none recorded"])
+    if any(isinstance(v, dict) and "top1_best_over_epochs" in v for v in meta["results"].values()):
+        lines += ["", "top-1 is ours (the final epoch; for the cached probe the head chosen on held-out training "
+                      "images); 'best over epochs' is the best test accuracy over epochs, the figure the official "
+                      "MAE/DINO scripts print (chosen on the test split)."]
     if meta["last_logged"]:
         lines += ["", "## Last logged training row", "", f"`{json.dumps(meta['last_logged'])}`"]
     lines += [
@@ -238,10 +249,13 @@ def model_card_metadata(meta: dict[str, Any], timm_cfg: dict[str, Any]) -> str:
                   "  results:"]
         for name, r in results:
             settings = ", ".join(f"{k} {r[k]}" for k in ("evaluator", "feature", "k") if k in r)
+            data = r.get("data", cfg.get("data"))
+            if isinstance(data, dict):  # an sslab.eval record: the held-out split it was scored on
+                data = f"{data['test'].get('spec')}:{data['test'].get('split')}"
             lines += ["  - task:", "      type: image-classification",
                       f"      name: {json.dumps(name + (' (' + settings + ')' if settings else ''))}",
-                      "    dataset:", f"      name: {json.dumps(str(r.get('data', cfg.get('data'))))}",
-                      f"      type: {json.dumps(str(r.get('data', cfg.get('data'))))}",
+                      "    dataset:", f"      name: {json.dumps(str(data))}",
+                      f"      type: {json.dumps(str(data))}",
                       "    metrics:", "    - type: accuracy", f"      value: {float(r['top1'])}",
                       f"      name: {json.dumps('top-1 (%)')}"]
     return "\n".join(lines + ["---", ""]) + "\n"

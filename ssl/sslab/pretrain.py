@@ -48,6 +48,10 @@ def epoch_hooks(cfg: Config) -> list[EpochHook]:
     from .eval.monitor import check_monitor_config
 
     check_monitor_config(cfg)
+    if cfg.vis_every_epochs:
+        from .viz.samples import check_picture_data
+
+        check_picture_data(cfg.vis_data or cfg.data)
     return [every(cfg.vis_every_epochs, pictures_hook), every(cfg.monitor_every_epochs, monitor_hook)]
 
 

@@ -7,7 +7,8 @@
 
 ``mae`` needs an sslab MAE training checkpoint (the decoder is part of the picture). ``attention``
 takes anything :func:`sslab.load_encoder` reads; images come from ``--data`` (default: the run's
-data), the held-out split when there is one, with the encoder's own preprocessing. Without
+data), its held-out split (``test``, else ``val``; refused without one, or name a folder as
+``SPEC:FOLDER``), with the encoder's own preprocessing. Without
 ``--out`` the PNG goes to ``pictures/`` next to the checkpoint (inside an exported folder).
 """
 
@@ -88,7 +89,7 @@ def run_mae(args: argparse.Namespace) -> Path:
         raise ValueError(f"{path} is not an sslab training checkpoint (no 'config'); the mae command needs one")
     model = mae_model_from_checkpoint(ckpt).to(args.device)
     cfg = config_from_dict(ckpt["config"])
-    imgs = fixed_images(args.data or cfg.data, args.num_images, cfg.img_size, cfg.mean, cfg.std, cfg.in_chans)
+    imgs = fixed_images(args.data or cfg.vis_data or cfg.data, args.num_images, cfg.img_size, cfg.mean, cfg.std, cfg.in_chans)
     mask_ratio = cfg.mask_ratio if args.mask_ratio is None else args.mask_ratio
     grid = mae_reconstruction_grid(model, imgs.to(args.device), mask_ratio, cfg.mean, cfg.std, seed=args.seed)
     return save_png(grid, args.out or _default_out(path, "reconstruction"))
@@ -103,7 +104,8 @@ def run_attention(args: argparse.Namespace) -> Path:
 
     path = Path(args.path)
     encoder = load_encoder(path, model=args.model, **args.model_kwargs).to(args.device)
-    data = args.data or (_run_config(path) or {}).get("data")
+    run_cfg = _run_config(path) or {}
+    data = args.data or run_cfg.get("vis_data") or run_cfg.get("data")
     if not data:
         raise ValueError(f"{path} does not record its data; pass --data (an ImageFolder, a tar of one, or demo)")
     dc = resolve_data_config({}, model=encoder)
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> Path:
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", type=Path, default=None, help="PNG to write")
-    common.add_argument("--data", default=None, help="images (default: the run's --data)")
+    common.add_argument("--data", default=None, help="images: a tree's test (else val) folder, or SPEC:FOLDER "
+                                                       "(SPEC:all: a folder whole); default: the run's --data")
     common.add_argument("--num-images", type=int, default=8)
     common.add_argument("--device", default="cpu")
     m = sub.add_parser("mae", parents=[common], help="original / masked / reconstruction / pasted")

@@ -2,7 +2,8 @@
 
 A branch is a plain object with ``model`` (the trainable nn.Module the engine optimises; it stays
 unwrapped, while the ``model`` argument of the hooks below may be DDP-wrapped),
-``transform()`` (the per-sample augmentation), ``setup(device, steps_per_epoch)`` (called once the
+``transform(source)`` (the per-sample augmentation in the loader; ``source`` lets it choose the
+in-memory, device-cropped path), ``views(batch)`` (the batch's views on the device), ``setup(device, steps_per_epoch)`` (called once the
 engine has prepared ``model``: move extra modules, build per-step schedules), ``no_weight_decay()``, ``loss(model, batch, epoch, step)``
 -> ``(loss, metrics)`` (``batch`` is ``[views on the device, labels, sample indices, skip counts]``,
 the last three on the CPU), ``before_step(model, step, epoch)`` (gradients are unscaled and

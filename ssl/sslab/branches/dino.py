@@ -22,7 +22,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..config import Config, encoder_kwargs
-from ..data.multicrop import MultiCropTransform
+from ..data.in_memory import InMemoryImages
+from ..data.multicrop import MultiCropCrops, MultiCropTransform, multicrop_views
 from ..data.seeding import sample_seed
 from ..errors import SslabError
 from ..losses.dino_loss import DINOLoss
@@ -186,12 +187,32 @@ class DINOBranch:
         self._ema_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self.collapse_streak = 0
         self.collapse_warned = False
+        self.source_images: torch.Tensor | None = None  # in-memory uint8 images cropped on the device
+        self.device_images: torch.Tensor | None = None
 
-    def transform(self) -> MultiCropTransform:
-        """2 global + ``local_crops_number`` local views per image (official DataAugmentationDINO)."""
+    def transform(self, source=None) -> MultiCropTransform | MultiCropCrops:
+        """2 global + ``local_crops_number`` local views per image (official DataAugmentationDINO).
+
+        With ``augment_on_device`` the loader only cuts uint8 crops and draws the photometric
+        parameters (for an in-memory ``source``, only boxes: its images go to the device in
+        :meth:`setup`); :meth:`views` does the rest batched on the device.
+        """
         c = self.cfg
-        return MultiCropTransform(global_crops_size(c), tuple(c.global_crops_scale), c.local_crops_number,
-                                  c.local_crops_size, tuple(c.local_crops_scale), c.mean, c.std)
+        if not c.augment_on_device:
+            return MultiCropTransform(global_crops_size(c), tuple(c.global_crops_scale), c.local_crops_number,
+                                      c.local_crops_size, tuple(c.local_crops_scale), c.mean, c.std)
+        in_memory = isinstance(source, InMemoryImages)
+        self.source_images = source.images if in_memory else None
+        return MultiCropCrops(global_crops_size(c), tuple(c.global_crops_scale), c.local_crops_number,
+                              c.local_crops_size, tuple(c.local_crops_scale), boxes_only=in_memory)
+
+    def views(self, batch) -> list[torch.Tensor]:
+        """The batch's 2 + K normalised views, each (B, C, S, S), on the device, whatever the data path."""
+        if not self.cfg.augment_on_device:
+            return batch[0]
+        c = self.cfg
+        return multicrop_views(batch[0], c.mean, c.std, self.device_images, batch[2], global_crops_size(c),
+                               c.local_crops_size)
 
     def no_weight_decay(self) -> set[str]:
         """Official ``get_params_groups``: only biases and 1-D parameters skip weight decay."""
@@ -201,6 +222,8 @@ class DINOBranch:
         """Move teacher and loss to ``device``; teacher momentum cosine momentum_teacher -> 1 per iteration."""
         self.teacher.to(device)
         self.dino_loss.to(device)
+        if self.source_images is not None:
+            self.device_images = self.source_images.to(device)
         c = self.cfg
         self.steps_per_epoch = steps_per_epoch
         self.momentum_schedule = warmup_cosine(c.momentum_teacher, 1.0, c.epochs, steps_per_epoch)
@@ -208,8 +231,8 @@ class DINOBranch:
         self.last_step = min(total, c.max_steps) if c.max_steps else total
 
     def loss(self, model: nn.Module, batch, epoch: int, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """DINO loss of one micro-batch; ``batch[0]`` is the list of views, each (B, C, H, W)."""
-        views = batch[0]
+        """DINO loss of one micro-batch; ``batch[0]`` holds the views (see :meth:`views`)."""
+        views = self.views(batch)
         if not isinstance(views, (list, tuple)) or len(views) != self.ncrops:
             got = len(views) if isinstance(views, (list, tuple)) else "a single tensor"
             raise ValueError(f"DINO expects {self.ncrops} views per image (2 global + {self.cfg.local_crops_number} "

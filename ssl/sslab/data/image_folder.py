@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -14,10 +15,18 @@ class BadImageError(RuntimeError):
     """An image file that could not be decoded; the message names the file."""
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit...) to 8-bit RGB."""
+def load_rgb(path: str | os.PathLike, draft: Callable[[int, int], tuple[int, int] | None] | None = None) -> Image.Image:
+    """Decode any PIL-readable image (grayscale, palette, RGBA, CMYK, 16-bit...) to 8-bit RGB.
+
+    ``draft`` is called with the full (width, height) before decoding; if it returns a size, a JPEG
+    is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least that size (other formats in full).
+    """
     try:
         with Image.open(path) as img:
+            if draft is not None:
+                size = draft(*img.size)
+                if size is not None and img.format == "JPEG":
+                    img.draft("RGB", size)
             img.load()
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")  # palette transparency must go through RGBA first
@@ -32,10 +41,14 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 
 
 class ImageFolder:
-    """``root/<class>/**/<image>``: returns ``(PIL RGB image, class index)``; classes sorted by name."""
+    """``root/<class>/**/<image>``: returns ``(PIL RGB image, class index)``; classes sorted by name.
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    With ``encoded`` the items are ``(file path, class index)``: the transform decodes (e.g. at a
+    reduced JPEG scale, ``data/fast_crop.py``) and raises :class:`BadImageError` itself.
+    """
+
+    def __init__(self, root: str | os.PathLike, encoded: bool = False):
+        self.root, self.encoded = Path(root), encoded
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a directory")
         self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -57,4 +70,4 @@ class ImageFolder:
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        return load_rgb(path), label
+        return (path if self.encoded else load_rgb(path)), label

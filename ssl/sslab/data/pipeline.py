@@ -36,6 +36,10 @@ class SeededTransformDataset:
         while True:
             try:
                 img, label = self.source[i]
+                with torch.random.fork_rng(devices=[]):  # the transform may decode (encoded sources): inside the try
+                    # the CPU generator only: torch.manual_seed also queues lazy CUDA/XPU/MTIA seeding, ~1 ms a call
+                    torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index, "augment"))
+                    view = self.transform(img)
                 break
             except BadImageError as e:
                 if not self.skip_bad_files:
@@ -45,7 +49,4 @@ class SeededTransformDataset:
                 if skipped >= len(self.source):
                     raise RuntimeError("every image in the dataset failed to decode") from e
                 i = (i + 1) % len(self.source)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index, "augment"))
-            view = self.transform(img)
         return view, label, index, skipped

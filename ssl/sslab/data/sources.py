@@ -2,9 +2,11 @@
 
 - ``demo`` (or ``demo:test``): the Fashion-MNIST subset shipped in the package (MIT licensed).
 - ``cifar10`` / ``fashion-mnist`` (or ``NAME:test``): fetched once by torchvision into the cache
-  (:mod:`.named`).
-- a directory: an ImageFolder tree; if it holds a ``<split>`` sub-folder (``train``, ``test``,
-  ``val``), that one is used.
+  (:mod:`.named`); held-out split ``test``.
+- a directory: an ImageFolder tree with split folders (``root/train/<class>/...``,
+  ``root/test/...`` or ``root/val/...``); the training split is ``train``, the held-out split
+  ``test``, else ``val`` (:func:`resolve_split`). ``spec:NAME`` names a split folder explicitly.
+  Only pretraining reads a tree without split folders (all of it is training data).
 - a ``.tar``/``.tar.gz`` of such a tree (e.g. the shared CIFAR-10 JPEG tar): unpacked once into
   the cache (``$SSLAB_CACHE``, default ``~/.cache/sslab``), never next to the data.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SslabError
 from .image_folder import ImageFolder
 from .in_memory import InMemoryImages, load_folder_in_memory
 from .named import is_named, load_named
@@ -66,36 +69,114 @@ def unpack_tar(path: Path) -> Path:
     return out
 
 
-def resolve_split(root: Path, split: str) -> Path:
-    """Descend single-folder wrappers, then into ``<split>`` if the tree has one."""
+SPLIT_NAMES = ("train", "val", "test")   # folder names that mark a tree with splits
+HELD_OUT = ("test", "val")               # the held-out split: ``test``, else ``val``
+# ``split`` arguments besides a folder name: the held-out rule, or the folder as given (the whole of it).
+HELD_OUT_SPLIT, WHOLE = "held_out", "all"
+
+
+def _listing(root: Path) -> str:
+    """Up to 8 sub-folder names of ``root`` for an error message."""
+    dirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return "[" + ", ".join(dirs[:8]) + (", ..." if len(dirs) > 8 else "") + "]" if dirs else "no sub-folders"
+
+
+def _descend_wrappers(root: Path) -> Path:
+    """Skip single-folder wrappers (``CIFAR-10-images/`` inside a tar) down to the folder that has splits
+    or classes; a lone folder named like a split is a split, not a wrapper."""
     while True:
-        if (root / split).is_dir():
-            return root / split
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-        if len(entries) == 1 and entries[0].is_dir():
+        if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in SPLIT_NAMES \
+                and any(q.is_dir() for q in entries[0].iterdir()):
             root = entries[0]
             continue
         return root
 
 
-def open_images(spec: str, split: str = "train", in_memory: bool = False, channels: int = 3,
-                skip_bad_files: bool = False):
-    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory)."""
-    if spec == "demo" or spec.startswith("demo:"):
-        return load_demo(spec.partition(":")[2] or split, channels)
-    path = Path(spec).expanduser()
-    if not path.exists() and is_named(spec):  # a local folder of that name wins
-        return load_named(spec, split, channels, cache_dir())
+def resolve_split(root: Path, split: str, spec: str | None = None, flat_ok: bool = False) -> Path:
+    """The folder of ``split`` in the tree at ``root``.
+
+    ``split`` is a folder name (``train``, ``test``, ``val`` or any other), ``"held_out"`` (``test``,
+    else ``val``) or ``"all"`` (``root`` itself, whose sub-folders must then be classes, not splits).
+    A tree that lacks the split is an error listing what it has, never a silent use of the root:
+    scoring a model on ``root`` would make ``train``/``val`` the classes. ``flat_ok`` (pretraining
+    data) lets ``train`` be the root of a tree with no split folders at all.
+    """
+    name = spec or str(root)
+    root = _descend_wrappers(root)
+    splits_here = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    if split == WHOLE:
+        if splits_here:
+            raise SslabError(f"{name!r} holds split folders {splits_here}, not classes; give one split as "
+                             f"'{name}:{splits_here[0]}', or --data {name} for its train and test/val splits")
+        return root
+    if split == HELD_OUT_SPLIT:
+        for s in HELD_OUT:
+            if (root / s).is_dir():
+                return root / s
+        raise SslabError(f"--data {name!r} has no held-out split ('test' or 'val'), it has {_listing(root)}; "
+                         f"give the held-out images as --test-data PATH (a folder of class folders) or "
+                         f"'{name}:FOLDER'")
+    if (root / split).is_dir():
+        return root / split
+    if flat_ok and split == "train" and not splits_here:
+        return root  # pretraining on a folder of class folders (or one folder of images): all of it trains
+    raise SslabError(f"--data {name!r} has no '{split}' folder, it has {_listing(root)}; give that split as "
+                     f"--{'train' if split == 'train' else 'test'}-data PATH (a folder of class folders) or "
+                     f"'{name}:FOLDER'")
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"root:val"`` -> ``("root", "val")``; a spec without a ``:split`` suffix (or an existing path
+    that contains a colon) -> ``(spec, None)``."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail and "/" not in tail and not Path(spec).expanduser().exists():
+        return head, tail
+    return spec, None
+
+
+def locate_split(spec: str, split: str = "train", flat_ok: bool = True) -> tuple[str, Path | None]:
+    """``(split name, folder)`` that ``open_images(spec, split)`` reads: the split's folder name (``"val"``
+    when the held-out rule found ``val``; ``"all"`` for a folder used whole) and its path (None for the
+    demo set). A ``spec:NAME`` suffix names the split folder and wins over ``split``."""
+    spec_path, named = parse_spec(spec)
+    if named is not None:
+        split, flat_ok = named, False
+    path = Path(spec_path).expanduser()
+    if spec_path == "demo" or (not path.exists() and is_named(spec_path)):  # a local folder of that name wins
+        fixed = {HELD_OUT_SPLIT: "test"}.get(split, split)
+        fixed = "test" if fixed == "val" and spec_path != "demo" else fixed  # named sets: 'val' means 'test'
+        if fixed not in ("train", "test"):
+            raise SslabError(f"--data {spec_path!r} has splits 'train' and 'test', not {split!r}; use "
+                             f"{spec_path}:train or {spec_path}:test")
+        return fixed, None
     if not path.exists():
-        raise FileNotFoundError(
-            f"--data {spec!r} does not exist; give an ImageFolder directory, a .tar of one, 'demo', 'cifar10' "
-            "or 'fashion-mnist'"
-        )
+        raise FileNotFoundError(f"--data {spec_path!r} does not exist; give an ImageFolder directory, a .tar of "
+                                "one, 'demo', 'cifar10' or 'fashion-mnist'")
     if path.is_file():
         if not path.name.endswith(TAR_SUFFIXES):
-            raise ValueError(f"--data {spec!r} is a file but not a tar ({', '.join(TAR_SUFFIXES)})")
+            raise SslabError(f"--data {spec_path!r} is a file but not a tar ({', '.join(TAR_SUFFIXES)}); give an "
+                             "ImageFolder directory or a tar of one")
         path = unpack_tar(path)
-    root = resolve_split(path, split)
+    folder = resolve_split(path, split, spec_path, flat_ok)
+    top = _descend_wrappers(path)
+    return (folder.name if folder != top else WHOLE), folder
+
+
+def open_images(spec: str, split: str = "train", in_memory: bool = False, channels: int = 3,
+                skip_bad_files: bool = False, flat_ok: bool = True, encoded: bool = False):
+    """Return a dataset of ``(image, label)`` for ``--data spec`` (PIL images, or uint8 tensors in memory;
+    with ``encoded``, files that are not held in memory come as paths for the transform to decode).
+
+    ``split`` follows :func:`resolve_split`; a ``spec:NAME`` suffix names the split folder explicitly
+    and wins over ``split`` (``demo:test``, ``/data/imagenet:val``, ``cifar.tar:test``). ``flat_ok``
+    (pretraining's default) reads a tree without split folders whole as ``train``; the evaluators pass
+    False, since a labelled evaluation needs a real training split and a disjoint held-out one.
+    """
+    name, folder = locate_split(spec, split, flat_ok)
+    if folder is None:
+        base = parse_spec(spec)[0]
+        return load_demo(name, channels) if base == "demo" else load_named(base, name, channels, cache_dir())
     if in_memory:
-        return load_folder_in_memory(root, cache_dir(), skip_bad_files)
-    return ImageFolder(root)
+        return load_folder_in_memory(folder, cache_dir(), skip_bad_files)
+    return ImageFolder(folder, encoded=encoded)

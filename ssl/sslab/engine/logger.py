@@ -85,17 +85,20 @@ class RunLogger:
     """Writes metric rows to ``metrics.jsonl`` and ``metrics.csv`` and mirrors them to wandb.
 
     Only the main process should create one. wandb problems (not installed, no network, bad key)
-    are reported as warnings and logging goes on to the files.
+    are reported as warnings and logging goes on to the files. ``resumed_step``: the step the run
+    starts from (0 when fresh); rows logged after it by an interrupted run are dropped, since the
+    resumed run logs those steps again, so the files equal those of an uninterrupted run.
     """
 
     def __init__(self, run_dir: str | os.PathLike, config: dict[str, Any], wandb_mode: str = "auto",
                  project: str | None = None, entity: str | None = None, group: str | None = None,
-                 name: str | None = None, tags: tuple[str, ...] = ()):
+                 name: str | None = None, tags: tuple[str, ...] = (), resumed_step: int = 0):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "metrics.jsonl"
         self.csv = self.run_dir / "metrics.csv"
         self._csv_fields: list[str] | None = None
+        self._drop_rows_after(resumed_step)
         if self.csv.exists():
             with open(self.csv, newline="") as f:
                 self._csv_fields = next(csv.reader(f), None)
@@ -129,6 +132,48 @@ class RunLogger:
                         self.jsonl)
             self.wandb = None
 
+    def _drop_rows_after(self, step: int) -> None:
+        """Keep only the rows of steps <= ``step`` (and no half-written last line) in both files."""
+        if not self.jsonl.exists():
+            self.csv.unlink(missing_ok=True)
+            return
+        lines = self.jsonl.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # the process died mid-line
+                continue
+            if isinstance(row, dict) and row.get("step", 0) <= step:
+                kept.append(row)
+        if len(kept) == len(lines) and self._csv_rows() == len(kept):
+            return
+        tmp = self.jsonl.with_name(self.jsonl.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.jsonl)
+        self._rewrite_csv(kept)
+        if len(kept) < len(lines):
+            log.info("metrics: dropped %d row(s) after step %d, which this run logs again", len(lines) - len(kept),
+                     step)
+
+    def _csv_rows(self) -> int:
+        """Data rows in the CSV (-1 when there is none); a kill between the two files leaves it short."""
+        if not self.csv.exists():
+            return -1
+        with open(self.csv, newline="") as f:
+            return sum(1 for _ in csv.reader(f)) - 1
+
+    def _rewrite_csv(self, rows: list[dict[str, Any]]) -> None:
+        """The CSV from ``rows``, with every column any row has, in order of first appearance."""
+        fields: list[str] = []
+        for r in rows:
+            fields += [k for k in r if k not in fields]
+        self._csv_fields = fields
+        with open(self.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
     def log(self, row: dict[str, Any], step: int) -> None:
         """Append one row (numbers and strings) at optimiser step ``step``."""
         row = {"step": step, **row}
@@ -145,15 +190,7 @@ class RunLogger:
     def _write_csv(self, row: dict[str, Any]) -> None:
         if self._csv_fields is None or not set(row) <= set(self._csv_fields):
             # New columns: rewrite the CSV from the JSONL so every row has every column.
-            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
-            fields: list[str] = []
-            for r in rows:
-                fields += [k for k in r if k not in fields]
-            self._csv_fields = fields
-            with open(self.csv, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=fields)
-                w.writeheader()
-                w.writerows(rows)
+            self._rewrite_csv([json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()])
             return
         with open(self.csv, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._csv_fields).writerow(row)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -26,16 +25,19 @@ from ..config import Config, parse_args
 from ..data.pipeline import SeededTransformDataset
 from ..data.sampler import ShardedBatchSampler
 from ..data.sources import open_images
+from ..errors import SslabError
 from ..optim import adamw, clip_per_param
 from ..schedules import constant, warmup_cosine
-from .checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import check_space_to_continue, find_resume, list_checkpoints, save_checkpoint
 from .distributed import make_accelerator
 from .hooks import EpochEnd, EpochHook, run_epoch_hooks
 from .logger import RunLogger, sweep_trial_dir
+from .nonfinite import NonFiniteGuard, refuse_nonfinite
 from .preemption import StopSignals
 from .progress import Progress
 from .run_lock import RunLock
 from .run_record import keep_console_log, write_run_record
+from .same_run import check_effective_batch, check_same_run, finished_message, load_model_state
 
 log = logging.getLogger("sslab")
 
@@ -113,16 +115,24 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
 
 
 def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[str, Any]:
-    resume_path = resolve_resume(cfg.resume, cfg.output_dir)
+    # Before any compute: the newest readable checkpoint, the same run (config), room for the next save.
+    resume_path, state = find_resume(cfg.resume, cfg.output_dir, report=int(os.environ.get("RANK", "0")) == 0) \
+        or (None, {})
+    if resume_path is not None:
+        check_same_run(state.get("config", cfg.to_dict()), cfg, resume_path)
+        check_space_to_continue(cfg.output_dir, resume_path)
     acc = make_accelerator(cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
     stop.attach()
     cfg = cfg.replace(accum_iter=resolve_accum_iter(cfg, world))
+    if resume_path is not None:
+        check_effective_batch(state["effective_batch"], cfg.batch_size * cfg.accum_iter * world, resume_path)
     set_seed(cfg.seed)  # same init on every process; DDP also broadcasts rank 0's weights
 
     branch = BRANCHES[cfg.method](cfg)
-    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files)
-    dataset = SeededTransformDataset(source, branch.transform(), cfg.seed, cfg.skip_bad_files)
+    source = open_images(cfg.data, "train", cfg.in_memory, cfg.in_chans, cfg.skip_bad_files, flat_ok=True,
+                         encoded=cfg.augment_on_device)
+    dataset = SeededTransformDataset(source, branch.transform(source), cfg.seed, cfg.skip_bad_files)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.accum_iter
     if steps_per_epoch < 1:
@@ -142,6 +152,10 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
                 else warmup_cosine(cfg.weight_decay, cfg.weight_decay_end, cfg.epochs, steps_per_epoch))
     last_step = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
 
+    if resume_path is not None and int(state["step"]) >= last_step:  # nothing to train: say so, touch nothing
+        return {"run_dir": cfg.output_dir, "losses": [], "step": int(state["step"]),
+                "finished": finished_message(cfg, resume_path, int(state["step"]), last_step, total_steps)}
+
     model = branch.model
     optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay())
     model, optimizer = acc.prepare(model, optimizer)  # `model` may now be DDP-wrapped; branch.model is not
@@ -149,13 +163,7 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
 
     step = 0
     if resume_path is not None:
-        state = load_checkpoint(resume_path)
-        if state["effective_batch"] != eff_batch:
-            raise ValueError(
-                f"{resume_path} was trained with effective batch {state['effective_batch']}, this run has "
-                f"{eff_batch} (batch_size x accum_iter x processes); resume with the same effective batch"
-            )
-        acc.unwrap_model(model).load_state_dict(state["model"])
+        load_model_state(acc.unwrap_model(model), state["model"], resume_path)
         optimizer.load_state_dict(state["optimizer"])
         if acc.scaler is not None and state.get("scaler"):
             acc.scaler.load_state_dict(state["scaler"])
@@ -174,22 +182,33 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
         write_run_record(run_dir, world)  # command, git commit, versions, host, world size
         console = keep_console_log(run_dir)
         logger = RunLogger(run_dir, resolved, cfg.wandb_mode, cfg.wandb_project, cfg.wandb_entity,
-                           cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags)
+                           cfg.wandb_group, cfg.wandb_name, cfg.wandb_tags, resumed_step=step)
 
     def checkpoint() -> None:
         acc.wait_for_everyone()
+        error = None
         if main:
             state = {"model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": acc.scaler.state_dict() if acc.scaler is not None else {},
                      "branch": branch.state_dict(), "rng": _rng_state(), "step": step,
-                     "epoch": step // steps_per_epoch, "effective_batch": eff_batch, "config": cfg.to_dict()}
-            save_checkpoint(state, run_dir, step, cfg.keep_last)
-        acc.wait_for_everyone()
+                     "epoch": step // steps_per_epoch, "effective_batch": eff_batch, "config": cfg.to_dict(),
+                     "nonfinite_skipped": guard.skipped}
+            try:
+                refuse_nonfinite(state, step, run_dir)
+                save_checkpoint(state, run_dir, step, cfg.keep_last)
+            except SslabError as e:  # full disk, non-finite state: every process must stop, not wait
+                error = e
+        # An all-reduce instead of the closing barrier: every process learns whether the save failed.
+        if acc.reduce(torch.tensor(float(error is not None), device=acc.device), reduction="sum").item():
+            raise error or SslabError(f"the main process could not write the checkpoint of step {step} (its "
+                                      "message is in its log); see there")
 
     bar = Progress(cfg, main, step, last_step, eff_batch, steps_per_epoch)  # a tqdm bar on a TTY, else log lines
     bar.start(len(dataset), eff_batch, lr, total_steps, acc.mixed_precision, world, run_dir)  # the one used
-    window_loss = torch.zeros((), device=acc.device)
-    window_micro, window_t0, skipped_total = 0, time.perf_counter(), 0
+    window_loss, step_loss = torch.zeros((), device=acc.device), torch.zeros((), device=acc.device)
+    guard = NonFiniteGuard(cfg.nonfinite_skip_limit, acc.scaler is not None, acc.device,
+                           int(state.get("nonfinite_skipped", 0)))
+    window_micro, window_good, window_t0, skipped_total = 0, 0, time.perf_counter(), 0
     params = [p for p in model.parameters() if p.requires_grad]
     summary: dict[str, Any] = {"run_dir": str(run_dir), "losses": []}
     model.train()
@@ -213,13 +232,8 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 with acc.autocast():
                     loss, metrics = branch.loss(model, batch, epoch, step)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"loss is {loss.item()} at step {step} (epoch {epoch}); lower the lr (now "
-                        f"{lr_sched[step]:.3g}), check the data, or use bf16 instead of fp16"
-                    )
-                acc.backward(loss / cfg.accum_iter)
-            window_loss += loss.detach()
+                acc.backward(guard.watch(loss) / cfg.accum_iter)  # a non-finite loss makes the grads NaN
+            step_loss += loss.detach()
             window_micro += 1
             skipped_total += int(batch[3].sum())
             if not sync:
@@ -227,32 +241,45 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
             for g in optimizer.param_groups:
                 g["lr"] = float(lr_sched[step]) * g.get("lr_scale", 1.0)
                 g["weight_decay"] = float(wd_sched[step]) * g.get("wd_scale", 1.0)
-            # Unscales fp16 gradients, then measures (and with "global" clips) the total norm.
+            # Unscales fp16 gradients, then measures (and with "global" clips) the total norm; one sync.
             max_norm = cfg.clip_grad if cfg.clip_grad and cfg.clip_grad_mode == "global" else float("inf")
-            grad_norm = acc.clip_grad_norm_(params, max_norm)
-            if cfg.clip_grad and cfg.clip_grad_mode == "per_param":
-                clip_per_param(params, cfg.clip_grad)
-            branch.before_step(model, step, epoch)
-            optimizer.step()
+            acc.unscale_gradients()
+            grad_norm, ok, why = guard.clip_and_check(params, max_norm)
+            if ok:
+                if cfg.clip_grad and cfg.clip_grad_mode == "per_param":
+                    clip_per_param(params, cfg.clip_grad)
+                branch.before_step(model, step, epoch)
+                optimizer.step()
+                branch.after_step(model, step)
+                window_loss += step_loss
+                window_good += cfg.accum_iter
+            elif guard.on_bad_step(why, acc.unwrap_model(model).named_parameters(), step, epoch, run_dir,
+                                   float(lr_sched[step])):
+                optimizer.step()  # fp16: the GradScaler sees the overflow, skips the update, lowers its scale
             optimizer.zero_grad(set_to_none=True)
-            branch.after_step(model, step)
+            step_loss.zero_()
             step += 1
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == last_step:
-                mean_loss = acc.reduce(window_loss / window_micro, reduction="mean").item()
+                mean_loss = acc.reduce(window_loss / max(window_good, 1), reduction="mean").item()
                 skipped = int(acc.reduce(torch.tensor(skipped_total, device=acc.device), reduction="sum").item())
                 dt = time.perf_counter() - window_t0
                 row = {"epoch": step / steps_per_epoch, "loss": mean_loss, "lr": float(lr_sched[step - 1]),
                        "weight_decay": float(wd_sched[step - 1]), "grad_norm": float(grad_norm),
                        "images_per_sec": window_micro * cfg.batch_size * world / dt, "skipped_files": skipped,
                        **metrics}
+                if cfg.nonfinite_skip_limit:
+                    row["nonfinite_skipped"] = guard.skipped
+                if not window_good:  # every step of this window was skipped: there is no loss to report
+                    del row["loss"]
                 if logger is not None:
                     logger.log(row, step)
-                summary["losses"].append(mean_loss)
-                bar.row(row)
+                if window_good:
+                    summary["losses"].append(mean_loss)
+                    bar.row(row)
                 window_loss.zero_()
-                window_micro, window_t0 = 0, time.perf_counter()
+                window_micro, window_good, window_t0 = 0, 0, time.perf_counter()
 
             epoch_done = step % steps_per_epoch == 0
             if epoch_done and hooks:  # epoch-end hooks (pictures, online evaluation), before the save
@@ -292,7 +319,9 @@ def main(base: Config, argv: list[str] | None = None,
     cfg = parse_args(base, argv, description=f"sslab {base.method} pretraining")
     try:
         out = train(cfg, hooks(cfg) if hooks is not None else ())
-        if int(os.environ.get("RANK", "0")) == 0:
+        if int(os.environ.get("RANK", "0")) == 0 and "finished" in out:
+            print(out["finished"], flush=True)
+        elif int(os.environ.get("RANK", "0")) == 0:
             losses = out["losses"]
             trend = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}, " if losses else ""
             print(f"done: {out['step']} steps ({out['epochs_done']:.2f} epochs), {trend}"

@@ -12,11 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from ..data.sources import open_images
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from ..data.sources import HELD_OUT_SPLIT, WHOLE, locate_split, open_images
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..encoders import build_encoder, encoder_spec, encoder_state_dict
 from ..engine.checkpoint import list_checkpoints
+from ..errors import SslabError
 from ..serialization import safe_load
+from .preprocess import eval_image_transform
 from .features import cached_features, dataset_labels, file_fingerprint, subset_indices
 
 log = logging.getLogger("sslab")
@@ -36,6 +38,7 @@ class EncoderSource:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     arch: tuple[str, dict[str, Any]] | None = None   # (timm name, create_model kwargs) to rebuild it with a head
+    method: str | None = None        # 'mae' / 'dino' when known (the run's config, or --method): picks protocols
 
 
 def _load(path: Path, model: str | None, model_kwargs: dict[str, Any]
@@ -65,7 +68,7 @@ def _load(path: Path, model: str | None, model_kwargs: dict[str, Any]
 
 def open_encoder(path: str | Path, model: str | None = None, model_kwargs: dict[str, Any] | None = None,
                  img_size: int | None = None, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None) -> EncoderSource:
+                 std: tuple[float, ...] | None = None, method: str | None = None) -> EncoderSource:
     """Load the encoder at ``path``: a run folder (its newest checkpoint), a ``checkpoint-*.pt``, an
     exported folder, or an official MAE/DINO file (give ``model``, its timm name). The preprocessing
     is the run's (image size, mean/std) unless overridden; official files default to ImageNet's."""
@@ -91,7 +94,7 @@ def open_encoder(path: str | Path, model: str | None = None, model_kwargs: dict[
                          "pass --mean/--std with one value per channel")
     return EncoderSource(encoder=encoder.eval(), path=p, fingerprint=file_fingerprint(p), run_dir=run_dir,
                          config=config, img_size=int(img_size or d_img), in_chans=in_chans, mean=mean, std=std,
-                         arch=arch)
+                         arch=arch, method=method or (config or {}).get("method"))
 
 
 def _in_chans(encoder: nn.Module) -> int:
@@ -107,18 +110,27 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     """Options every evaluator command takes."""
     ap.add_argument("checkpoint", help="checkpoint-*.pt, a run folder (newest checkpoint), an exported encoder "
                                        "folder, or an official MAE/DINO weight file (with --model)")
-    ap.add_argument("--data", required=True, help="labelled ImageFolder dir, a .tar of one, or 'demo'; the "
-                                                  "'train' and 'test' splits are used")
+    ap.add_argument("--data", default=None,
+                    help="labelled tree with splits (dir, .tar of one, or 'demo'): trains on its 'train' folder, "
+                         "scores on 'test', else 'val'; a tree without them is refused")
+    ap.add_argument("--train-data", default=None,
+                    help="the training split itself (a folder of class folders, or SPEC:FOLDER); overrides --data")
+    ap.add_argument("--test-data", default=None,
+                    help="the held-out split itself (a folder of class folders, or SPEC:FOLDER); overrides --data")
     ap.add_argument("--model", default=None, help="timm architecture of an official release file, "
                                                   "e.g. vit_base_patch16_224")
     ap.add_argument("--model-kwargs", default="{}", type=json.loads, help="JSON timm.create_model kwargs for --model")
     ap.add_argument("--img-size", type=int, default=None, help="input size (default: the run's)")
     ap.add_argument("--mean", type=_floats, default=None, help="comma-separated (default: the run's)")
     ap.add_argument("--std", type=_floats, default=None, help="comma-separated (default: the run's)")
-    ap.add_argument("--train-size", type=int, default=None, help="class-balanced subset of the train split")
-    ap.add_argument("--test-size", type=int, default=None, help="class-balanced subset of the test split")
+    ap.add_argument("--train-size", type=int, default=None, help="class-balanced subset of the training split")
+    ap.add_argument("--test-size", type=int, default=None, help="class-balanced subset of the held-out split")
     ap.add_argument("--in-memory", action="store_true", help="decode the images once into memory")
-    ap.add_argument("--feature", default="cls", help="cls | avg | lastK | parts joined with '+' (last4: DINO ViT-S)")
+    ap.add_argument("--feature", default=None, help="cls | avg | lastK | parts joined with '+'; default: the "
+                                                    "method's protocol (sslab.eval.protocols)")
+    ap.add_argument("--method", choices=("mae", "dino"), default=None,
+                    help="the pretraining method of an official weight file (sslab runs record it): picks the "
+                         "paper's feature and recipe")
     ap.add_argument("--batch-size", type=int, default=256, help="images per forward pass and process")
     ap.add_argument("--num-workers", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -134,29 +146,69 @@ def _floats(s: str) -> tuple[float, ...]:
 
 def source_from_args(args: argparse.Namespace) -> EncoderSource:
     """:func:`open_encoder` with the command-line overrides."""
-    return open_encoder(args.checkpoint, args.model, args.model_kwargs, args.img_size, args.mean, args.std)
+    return open_encoder(args.checkpoint, args.model, args.model_kwargs, args.img_size, args.mean, args.std,
+                        args.method)
 
 
 @dataclass
 class LabelledData:
     """A labelled split with the chosen indices (a class-balanced subset or all)."""
 
-    spec: str
-    split: str
+    spec: str              # the --data / --train-data / --test-data value
+    split: str             # the split folder read: 'train', 'test', 'val', another name, or 'all' (the folder whole)
     dataset: Any
     indices: list[int]
+    folder: str | None = None   # the resolved folder (None for the demo set)
+
+    def describe(self) -> dict[str, Any]:
+        """What a result records about this split: spec, split, folder, images used of how many."""
+        return {"spec": self.spec, "split": self.split, "folder": self.folder, "images": len(self.indices),
+                "of": len(self.dataset)}
 
 
 def open_labelled(spec: str, split: str, channels: int, size: int | None = None, seed: int = 0,
                   in_memory: bool = False) -> LabelledData:
-    """``open_images(spec, split)`` and a class-balanced subset of ``size`` images (all if None)."""
-    ds = open_images(spec, split, in_memory, channels)
-    return LabelledData(spec, split, ds, subset_indices(dataset_labels(ds), size, seed))
+    """A labelled split (``split``: ``train``, ``held_out``, ``all`` or a folder name; see
+    :func:`sslab.data.sources.resolve_split`) and a class-balanced subset of ``size`` images (all if None).
+    A tree without the split is refused with one line; the root is never used in its place."""
+    name, folder = locate_split(spec, split, flat_ok=False)
+    ds = open_images(spec, split, in_memory, channels, flat_ok=False)
+    return LabelledData(spec, name, ds, subset_indices(dataset_labels(ds), size, seed),
+                        None if folder is None else str(folder))
+
+
+def labelled_splits(data: str | None, train_data: str | None, test_data: str | None, channels: int,
+                    train_size: int | None = None, test_size: int | None = None, seed: int = 0,
+                    in_memory: bool = False) -> tuple[LabelledData, LabelledData]:
+    """(training split, held-out split) of an evaluation: ``train`` and ``test`` (else ``val``) of ``data``,
+    or the folders ``train_data`` / ``test_data`` used whole (``SPEC:FOLDER`` picks a folder of a tree).
+    Checks both before any image is decoded."""
+    if train_data is None and data is None or test_data is None and data is None:
+        missing = " and ".join(n for n, v in (("--train-data", train_data), ("--test-data", test_data)) if v is None)
+        raise SslabError(f"no data for the evaluation: --data is not given, nor {missing}; pass --data TREE "
+                         "(with train/ and test/ or val/) or both --train-data and --test-data")
+    tr_spec, tr_split = (train_data, WHOLE) if train_data is not None else (data, "train")
+    te_spec, te_split = (test_data, WHOLE) if test_data is not None else (data, HELD_OUT_SPLIT)
+    locate_split(tr_spec, tr_split, flat_ok=False)  # both refusals come before the first decoded image
+    locate_split(te_spec, te_split, flat_ok=False)
+    train = open_labelled(tr_spec, tr_split, channels, train_size, seed, in_memory)
+    test = open_labelled(te_spec, te_split, channels, test_size, seed, in_memory)
+    if train.folder is not None and train.folder == test.folder:
+        raise SslabError(f"the training and held-out splits are the same folder {train.folder}; give disjoint "
+                         "--train-data and --test-data")
+    return train, test
+
+
+def splits_from_args(args: argparse.Namespace, src: "EncoderSource") -> tuple[LabelledData, LabelledData]:
+    """:func:`labelled_splits` of the common command-line options, in the encoder's channel count."""
+    return labelled_splits(args.data, args.train_data, args.test_data, src.in_chans, args.train_size,
+                           args.test_size, args.seed, args.in_memory)
 
 
 def eval_preprocess(src: EncoderSource):
-    """The deterministic eval transform of the encoder's run (resize, centre crop, normalise)."""
-    return eval_transform(src.img_size, src.mean, src.std)
+    """The papers' deterministic eval transform (:mod:`sslab.eval.preprocess`) at the encoder's size, mean/std
+    and channel count."""
+    return eval_image_transform(src.img_size, src.mean, src.std, src.in_chans)
 
 
 def split_features(src: EncoderSource, train: LabelledData, test: LabelledData, feature: str, batch_size: int,

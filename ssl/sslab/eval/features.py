@@ -317,11 +317,12 @@ def cached_features(encoder: nn.Module, encoder_fingerprint: str | None, dataset
 
 def open_split_tensors(spec: str, split: str, channels: int, transform: Callable, size: int | None = None,
                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A class-balanced subset of ``size`` images of a split, transformed and stacked:
+    """A class-balanced subset of ``size`` images of a split (``train``, ``held_out``, ...; a tree without
+    it is refused, :func:`sslab.data.sources.resolve_split`), transformed and stacked:
     ``(images (N, C, H, W), labels (N,))``; for small labelled splits held in memory (the monitor)."""
     from ..data.sources import open_images
 
-    ds = open_images(spec, split, False, channels)
+    ds = open_images(spec, split, False, channels, flat_ok=False)
     idx = subset_indices(dataset_labels(ds), size, seed)
     items = [ds[i] for i in idx]
     return torch.stack([transform(img) for img, _ in items]), torch.tensor([int(y) for _, y in items])

@@ -18,9 +18,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..engine.distributed import make_accelerator
-from .cli import add_common_args, open_labelled, source_from_args, split_features
+from .cli import add_common_args, source_from_args, splits_from_args, split_features
 from .features import world_info
-from .results import report
+from .protocols import knn_feature
+from .results import data_record, record_name, report
 
 log = logging.getLogger("sslab")
 
@@ -55,7 +56,7 @@ def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_f
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                  test_labels: torch.Tensor, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07,
                  num_classes: int | None = None, device: torch.device | str = "cpu") -> dict[int, dict[str, float]]:
-    """Top-1 / top-5 accuracy (%) for each k. Under a process group each process scores a share of the
+    """Top-1 / top-5 accuracy (%) for each k (top-5 over the first ``min(5, k)`` classes, as DINO). Under a process group each process scores a share of the
     test rows (every process must hold all the training features) and the counts are summed."""
     num_classes = int(num_classes or int(torch.cat([train_labels, test_labels]).max()) + 1)
     rank, world = world_info()
@@ -65,7 +66,8 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     for i, k in enumerate(ks):
         scores = knn_predict(train_features, train_labels, test_features[mine], k, temperature, num_classes)
         order = scores.cpu().argsort(dim=1, descending=True, stable=True)
-        hit = order[:, : min(5, num_classes)] == test_labels[mine][:, None]
+        # DINO eval_knn.py: top5 = correct.narrow(1, 0, min(5, k)); with k < 5 only k classes have votes.
+        hit = order[:, : min(5, k, num_classes)] == test_labels[mine][:, None]
         counts[i, 0] = hit[:, 0].sum().item()
         counts[i, 1] = hit.any(dim=1).sum().item()
     if world > 1:
@@ -78,11 +80,13 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
             for i, k in enumerate(ks)}
 
 
-def run_knn(src, train, test, feature: str = "cls", ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07,
+def run_knn(src, train, test, feature: str | None = None, ks: tuple[int, ...] = DEFAULT_KS, temperature: float = 0.07,
             batch_size: int = 256, num_workers: int = 0, device: torch.device | str = "cpu",
             use_cache: bool = True) -> dict[str, Any]:
     """k-NN of an :class:`~sslab.eval.cli.EncoderSource` on :class:`~sslab.eval.cli.LabelledData` splits;
-    returns the result dict (headline ``top1`` at k=20, or the largest k below 20 if 20 is not asked for)."""
+    returns the result dict (headline ``top1`` at k=20, or the largest k below 20 if 20 is not asked for).
+    ``feature`` defaults to DINO's k-NN feature, the class token (:func:`sslab.eval.protocols.knn_feature`)."""
+    feature = feature or knn_feature(src.encoder)
     t0 = time.perf_counter()
     (ftr, ytr, itr), (fte, yte, ite) = split_features(src, train, test, feature, batch_size, num_workers, device,
                                                       use_cache)
@@ -91,7 +95,7 @@ def run_knn(src, train, test, feature: str = "cls", ks: tuple[int, ...] = DEFAUL
     head = 20 if 20 in ks else max((k for k in ks if k <= 20), default=ks[0])
     return {"evaluator": "knn", "top1": acc[head]["top1"], "top5": acc[head]["top5"], "k": head,
             "by_k": {str(k): v for k, v in acc.items()}, "feature": feature, "temperature": temperature,
-            "checkpoint": str(src.path), "checkpoint_fingerprint": src.fingerprint, "data": train.spec,
+            "checkpoint": str(src.path), "checkpoint_fingerprint": src.fingerprint, "data": data_record(train, test),
             "train_size": len(train.indices), "test_size": len(test.indices), "feature_dim": int(ftr.shape[1]),
             "feature_cache_hit": itr["cache_hit"] and ite["cache_hit"], "feature_seconds": t_feat,
             "seconds": time.perf_counter() - t0}
@@ -110,13 +114,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ap.error(f"--ks must be positive integers, got {args.ks}")
     acc = make_accelerator("no")
     src = source_from_args(args)
-    train = open_labelled(args.data, "train", src.in_chans, args.train_size, args.seed, args.in_memory)
-    test = open_labelled(args.data, "test", src.in_chans, args.test_size, args.seed, args.in_memory)
+    args.feature = args.feature or knn_feature(src.encoder)
+    train, test = splits_from_args(args, src)
     result = run_knn(src, train, test, args.feature, ks, args.temperature, args.batch_size, args.num_workers,
                      acc.device, not args.no_cache)
     result["world_size"] = acc.num_processes
     if acc.is_main_process:
-        report(args.name or f"knn_{args.feature}", result, src.config, src.run_dir, args.output_dir, args.wandb_mode,
+        name = args.name or record_name("knn", args.feature, train, test, None,
+                                        {"ks": ks, "T": args.temperature, "seed": args.seed})
+        report(name, result, src.config, src.run_dir, args.output_dir, args.wandb_mode,
                tables={"by_k": [{"k": int(k), **v} for k, v in result["by_k"].items()]})
         print(f"k-NN ({args.feature}): " + ", ".join(f"k={k} top1 {v['top1']:.2f}" for k, v in result["by_k"].items()),
               file=sys.stderr)

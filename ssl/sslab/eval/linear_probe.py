@@ -34,13 +34,14 @@ from torch import nn
 
 from ..data.pipeline import SeededTransformDataset
 from ..data.sampler import ShardedBatchSampler
-from ..data.transforms import mae_transform
 from ..engine.distributed import make_accelerator
 from ..schedules import warmup_cosine
-from .cli import add_common_args, eval_preprocess, open_labelled, source_from_args, split_features
+from .cli import add_common_args, eval_preprocess, source_from_args, splits_from_args, split_features
 from .features import cached_features, check_feature, dataset_labels, encode, split_indices
 from .lars import LARS
-from .results import report
+from .protocols import probe_batch_norm, probe_feature, probe_recipe
+from .preprocess import probe_train_transform
+from .results import best_over_epochs, data_record, record_name, report
 
 log = logging.getLogger("sslab")
 
@@ -103,23 +104,27 @@ def _scores(heads: LinearHeads, x: torch.Tensor, y: torch.Tensor,
 
 def train_heads(x: torch.Tensor, y: torch.Tensor, num_classes: int, lrs=DEFAULT_LRS, wds=DEFAULT_WDS,
                 epochs: int = 100, batch_size: int = 256, momentum: float = 0.9, batch_norm: bool = True,
-                seed: int = 0, device: torch.device | str = "cpu") -> tuple[LinearHeads, list[dict[str, float]]]:
+                seed: int = 0, device: torch.device | str = "cpu",
+                watch: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[LinearHeads, list[dict[str, float]], torch.Tensor | None]:
     """Train one head per (lr, wd) of the grid on features ``x`` (N, D), labels ``y`` (N,).
 
     Learning rates are base values at batch 256 (lr = base * batch_size / 256), annealed per step
-    with a half cosine to 0 (DINO). Returns the heads and the grid (one dict per head, same order).
+    with a half cosine to 0 (DINO). Returns the heads, the grid (one dict per head, same order) and,
+    with ``watch`` = (test features, labels), every head's test accuracy after each epoch (epochs, H).
     """
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
         # Each step is a few tiny matmuls: OpenMP threads only add synchronisation (10x slower on a busy 2-core box).
         torch.set_num_threads(1)
     try:
-        return _train_heads(x, y, num_classes, lrs, wds, epochs, batch_size, momentum, batch_norm, seed, device)
+        return _train_heads(x, y, num_classes, lrs, wds, epochs, batch_size, momentum, batch_norm, seed, device,
+                            watch)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_heads(x, y, num_classes, lrs, wds, epochs, batch_size, momentum, batch_norm, seed, device):
+def _train_heads(x, y, num_classes, lrs, wds, epochs, batch_size, momentum, batch_norm, seed, device, watch):
     grid = [{"lr": float(lr), "wd": float(wd)} for lr, wd in itertools.product(lrs, wds)]
     x, y = x.to(device).float(), y.to(device).long()
     n, d = x.shape
@@ -132,6 +137,9 @@ def _train_heads(x, y, num_classes, lrs, wds, epochs, batch_size, momentum, batc
     total = epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(seed)
     step = 0
+    per_epoch = []
+    if watch is not None:
+        watch = (watch[0].to(device).float(), watch[1].to(device).long())
     heads.train()
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen).to(device)
@@ -144,8 +152,11 @@ def _train_heads(x, y, num_classes, lrs, wds, epochs, batch_size, momentum, batc
             (loss / idx.shape[0]).backward()
             _sgd_step(heads, lr0 * 0.5 * (1 + math.cos(math.pi * step / total)), wd, bufs, momentum)
             step += 1
+        if watch is not None:  # the official scripts' per-epoch test evaluation (their "max accuracy")
+            per_epoch.append(_scores(heads, *watch)[0])
+            heads.train()
     heads.eval()
-    return heads, grid
+    return heads, grid, (torch.stack(per_epoch) if per_epoch else None)
 
 
 def probe_cached_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -159,32 +170,37 @@ def probe_cached_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
     if held.numel() == 0:
         raise ValueError(f"val_fraction {val_fraction} holds out no training images; use a value in (0, 1)")
     t0 = time.perf_counter()
-    heads, grid = train_heads(train_x[fit], train_y[fit], num_classes, lrs, wds, epochs, batch_size,
-                              batch_norm=batch_norm, seed=seed, device=device)
+    heads, grid, per_epoch = train_heads(train_x[fit], train_y[fit], num_classes, lrs, wds, epochs, batch_size,
+                                         batch_norm=batch_norm, seed=seed, device=device, watch=(test_x, test_y))
     val_acc, val_loss = _scores(heads, train_x[held].to(device).float(), train_y[held].to(device))
     test_acc, _ = _scores(heads, test_x.to(device).float(), test_y.to(device))
     best = min(range(len(grid)), key=lambda h: (-val_acc[h].item(), val_loss[h].item()))
     for h, g in enumerate(grid):
         g.update(val_top1=val_acc[h].item(), val_loss=val_loss[h].item(), test_top1=test_acc[h].item())
-    return {"top1": test_acc[best].item(), "val_top1": val_acc[best].item(), "best": dict(grid[best]),
-            "grid": grid, "epochs": epochs, "batch_size": batch_size, "val_fraction": val_fraction,
+    evals = [{"epoch": e + 1, "top1": per_epoch[e, best].item()} for e in range(per_epoch.shape[0])]
+    return {"top1": test_acc[best].item(), **best_over_epochs(evals), "val_top1": val_acc[best].item(),
+            "best": dict(grid[best]), "grid": grid, "batch_norm": batch_norm, "epochs": epochs, "batch_size": batch_size, "val_fraction": val_fraction,
             "fit_size": int(fit.numel()), "held_out_size": int(held.numel()), "num_classes": num_classes,
             "head_seconds": time.perf_counter() - t0}
 
 
-def run_linear_probe(src, train, test, feature: str = "cls", lrs=DEFAULT_LRS, wds=DEFAULT_WDS, epochs: int = 100,
-                     head_batch_size: int = 256, val_fraction: float = 0.1, batch_size: int = 256,
+def run_linear_probe(src, train, test, feature: str | None = None, lrs=DEFAULT_LRS, wds=DEFAULT_WDS,
+                     epochs: int = 100, head_batch_size: int = 256, val_fraction: float = 0.1, batch_size: int = 256,
                      num_workers: int = 0, device: torch.device | str = "cpu", use_cache: bool = True,
-                     seed: int = 0) -> dict[str, Any]:
-    """The cached-feature probe of an :class:`~sslab.eval.cli.EncoderSource` on labelled splits."""
+                     seed: int = 0, batch_norm: bool | None = None) -> dict[str, Any]:
+    """The cached-feature probe of an :class:`~sslab.eval.cli.EncoderSource` on labelled splits; ``feature``
+    and ``batch_norm`` default to the method's protocol (:mod:`sslab.eval.protocols`)."""
+    feature = feature or probe_feature(src.method, src.encoder)
+    batch_norm = probe_batch_norm(src.method) if batch_norm is None else batch_norm
     t0 = time.perf_counter()
     (ftr, ytr, itr), (fte, yte, ite) = split_features(src, train, test, feature, batch_size, num_workers, device,
                                                       use_cache)
     t_feat = time.perf_counter() - t0
-    out = probe_cached_features(ftr, ytr, fte, yte, lrs, wds, epochs, head_batch_size, val_fraction, seed=seed,
-                                device=device)
-    return {"evaluator": "linear_probe", "mode": "cached", **out, "feature": feature, "checkpoint": str(src.path),
-            "checkpoint_fingerprint": src.fingerprint, "data": train.spec, "train_size": len(train.indices),
+    out = probe_cached_features(ftr, ytr, fte, yte, lrs, wds, epochs, head_batch_size, val_fraction, batch_norm,
+                                seed=seed, device=device)
+    return {"evaluator": "linear_probe", "mode": "cached", **out, "feature": feature, "method": src.method,
+            "checkpoint": str(src.path), "checkpoint_fingerprint": src.fingerprint,
+            "data": data_record(train, test), "train_size": len(train.indices),
             "test_size": len(test.indices), "feature_dim": int(ftr.shape[1]),
             "feature_cache_hit": itr["cache_hit"] and ite["cache_hit"], "feature_seconds": t_feat,
             "seconds": time.perf_counter() - t0}
@@ -200,7 +216,8 @@ RECIPES = {
 }
 
 
-def run_augmented_probe(src, train, test, feature: str = "cls", recipe: str = "mae", epochs: int | None = None,
+def run_augmented_probe(src, train, test, feature: str | None = None, recipe: str | None = None,
+                        epochs: int | None = None,
                         blr: float | None = None, warmup_epochs: float | None = None, batch_size: int = 256,
                         num_workers: int = 0, accelerator=None, seed: int = 0,
                         use_cache: bool = True) -> dict[str, Any]:
@@ -210,7 +227,12 @@ def run_augmented_probe(src, train, test, feature: str = "cls", recipe: str = "m
     The published base lrs suit the papers' budgets (MAE: batch 16384, ~7000 steps). With small
     batches and few steps LARS at ``blr`` 0.1 hardly moves the head (lr x trust coefficient 0.001 is
     its relative step), so small-scale fidelity checks need a larger ``blr`` (benchmarks/probe_speed.py).
+    ``feature`` and ``recipe`` default to the method's (:mod:`sslab.eval.protocols`); the training crop is
+    the recipe's (:func:`sslab.eval.preprocess.probe_train_transform`). The test split is scored after
+    every epoch on cached eval features: ``top1`` is the last epoch's, ``top1_best_over_epochs`` the papers'.
     """
+    feature = feature or probe_feature(src.method, src.encoder)
+    recipe = recipe or probe_recipe(src.method)
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
     r = RECIPES[recipe]
@@ -247,8 +269,11 @@ def run_augmented_probe(src, train, test, feature: str = "cls", recipe: str = "m
            else torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0))
     head, opt = acc.prepare(head, opt)
 
+    # Test features once (eval transform, frozen encoder): each epoch's score is then one matmul.
+    fte, yte, _ = cached_features(encoder, src.fingerprint, test.dataset, test.spec, test.split, eval_preprocess(src),
+                                  feature, test.indices, batch_size, num_workers, device, use_cache)
     source = torch.utils.data.Subset(train.dataset, train.indices)
-    aug = mae_transform(src.img_size, src.mean, src.std, scale=(0.08, 1.0))  # RandomResizedCrop + flip
+    aug = probe_train_transform(recipe, src.img_size, src.mean, src.std, src.in_chans)
     dataset = SeededTransformDataset(source, aug, seed)
     sampler = ShardedBatchSampler(len(dataset), batch_size, world, rank, seed)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
@@ -259,8 +284,9 @@ def run_augmented_probe(src, train, test, feature: str = "cls", recipe: str = "m
     else:  # CosineAnnealingLR(T_max=epochs) stepped once per epoch
         sched = torch.tensor([lr * 0.5 * (1 + math.cos(math.pi * (s // spe) / epochs)) for s in range(epochs * spe)])
     step = 0
-    head.train()
+    evals = []
     for epoch in range(epochs):
+        head.train()
         sampler.set_epoch(epoch)
         for imgs, y, _, _ in loader:
             for grp in opt.param_groups:
@@ -272,16 +298,20 @@ def run_augmented_probe(src, train, test, feature: str = "cls", recipe: str = "m
             acc.backward(loss)
             opt.step()
             step += 1
+        plain = acc.unwrap_model(head).eval()
+        with torch.no_grad():
+            pred = torch.cat([plain(fte[s:s + 4096].to(device)).argmax(-1).cpu()
+                              for s in range(0, fte.shape[0], 4096)])
+        evals.append({"epoch": epoch + 1, "top1": 100.0 * (pred == yte).double().mean().item(),
+                      "loss": float(loss.item())})
+        if acc.is_main_process:
+            log.info("augmented probe epoch %d/%d: loss %.4f, test top1 %.2f", epoch + 1, epochs, loss.item(),
+                     evals[-1]["top1"])
     t_train = time.perf_counter() - t0
-    fte, yte, _ = cached_features(encoder, src.fingerprint, test.dataset, test.spec, test.split, eval_preprocess(src),
-                                  feature, test.indices, batch_size, num_workers, device, use_cache)
-    plain = acc.unwrap_model(head).eval()
-    with torch.no_grad():
-        pred = torch.cat([plain(fte[s:s + 4096].to(device)).argmax(-1).cpu() for s in range(0, fte.shape[0], 4096)])
-    top1 = 100.0 * (pred == yte).double().mean().item()
-    return {"evaluator": "linear_probe", "mode": "augmented", "recipe": recipe, "top1": top1, "epochs": epochs,
+    return {"evaluator": "linear_probe", "mode": "augmented", "recipe": recipe, "top1": evals[-1]["top1"],
+            **best_over_epochs(evals), "evals": evals, "epochs": epochs, "method": src.method,
             "warmup_epochs": warmup, "blr": blr, "lr": lr, "batch_size": eff_batch, "feature": feature,
-            "checkpoint": str(src.path), "checkpoint_fingerprint": src.fingerprint, "data": train.spec,
+            "checkpoint": str(src.path), "checkpoint_fingerprint": src.fingerprint, "data": data_record(train, test),
             "train_size": len(train.indices), "test_size": len(test.indices), "feature_dim": dim,
             "train_seconds": t_train, "seconds": time.perf_counter() - t0}
 
@@ -302,7 +332,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--wds", type=_floats, default=DEFAULT_WDS, help="cached: weight decays of the grid")
     ap.add_argument("--head-batch-size", type=int, default=256, help="cached: batch of the head training")
     ap.add_argument("--val-fraction", type=float, default=0.1, help="cached: training images held out for selection")
-    ap.add_argument("--recipe", choices=sorted(RECIPES), default="mae", help="augmented: MAE (LARS) or DINO (SGD)")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                    help="augmented: MAE (LARS, BN, MAE crop) or DINO (SGD, bilinear crop); default: the method's")
+    ap.add_argument("--batch-norm", choices=("auto", "true", "false"), default="auto",
+                    help="cached: BatchNorm1d(affine=False) before the heads; auto: MAE yes, DINO no")
     ap.add_argument("--blr", type=float, default=None, help="augmented: base lr (default: the recipe's)")
     ap.add_argument("--warmup-epochs", type=float, default=None, help="augmented: default the recipe's share")
     args = ap.parse_args(argv)
@@ -310,22 +343,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ap.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     acc = make_accelerator("no")
     src = source_from_args(args)
-    train = open_labelled(args.data, "train", src.in_chans, args.train_size, args.seed, args.in_memory)
-    test = open_labelled(args.data, "test", src.in_chans, args.test_size, args.seed, args.in_memory)
+    feature = args.feature or probe_feature(src.method, src.encoder)
+    train, test = splits_from_args(args, src)
     if args.mode == "cached":
-        result = run_linear_probe(src, train, test, args.feature, args.lrs, args.wds, args.epochs or 100,
+        bn = probe_batch_norm(src.method) if args.batch_norm == "auto" else args.batch_norm == "true"
+        epochs = args.epochs or 100
+        name = args.name or record_name("linear", feature, train, test, epochs, {
+            "lrs": args.lrs, "wds": args.wds, "bn": bn, "hb": args.head_batch_size, "vf": args.val_fraction,
+            "seed": args.seed})
+        result = run_linear_probe(src, train, test, feature, args.lrs, args.wds, epochs,
                                   args.head_batch_size, args.val_fraction, args.batch_size, args.num_workers,
-                                  acc.device, not args.no_cache, args.seed)
-        name, tables = args.name or f"linear_{args.feature}", {"grid": result["grid"]}
+                                  acc.device, not args.no_cache, args.seed, bn)
+        tables = {"grid": result["grid"]}
     else:
-        result = run_augmented_probe(src, train, test, args.feature, args.recipe, args.epochs, args.blr,
+        recipe = args.recipe or probe_recipe(src.method)
+        epochs = int(args.epochs or RECIPES[recipe]["epochs"])
+        name = args.name or record_name(f"linear-aug-{recipe}", feature, train, test, epochs, {
+            "blr": args.blr, "warmup": args.warmup_epochs, "batch": args.batch_size * acc.num_processes,
+            "seed": args.seed})
+        result = run_augmented_probe(src, train, test, feature, recipe, epochs, args.blr,
                                      args.warmup_epochs, args.batch_size, args.num_workers, acc, args.seed,
                                      not args.no_cache)
-        name, tables = args.name or f"linear_aug_{args.recipe}_{args.feature}", None
+        tables = {"evals": result["evals"]}
     result["world_size"] = acc.num_processes
     if acc.is_main_process:
         report(name, result, src.config, src.run_dir, args.output_dir, args.wandb_mode, tables)
-        print(f"linear probe ({args.mode}, {args.feature}): top1 {result['top1']:.2f}", file=sys.stderr)
+        print(f"linear probe ({args.mode}, {feature}): top1 {result['top1']:.2f}, best over epochs "
+              f"{result['top1_best_over_epochs']:.2f} (epoch {result['best_epoch']})", file=sys.stderr)
     return result
 
 

@@ -2,8 +2,9 @@
 with 20-NN (DINO's weighted vote, :mod:`sslab.eval.knn`) on a small labelled split, and the accuracy is
 logged as ``monitor/knn_top1`` next to the loss, a curve over training.
 
-The labelled split is ``monitor_train_size`` training and ``monitor_test_size`` test images of
-``monitor_data`` (default: the training data, which must then have labels and a test split),
+The labelled split is ``monitor_train_size`` training and ``monitor_test_size`` held-out images of
+``monitor_data`` (default: the training data), its ``train`` and ``test`` (else ``val``) folders (a
+tree without them is refused before training starts, never scored on its root),
 class-balanced, eval-transformed once and kept in memory. The encoder is a copy rebuilt from the
 live model through :func:`sslab.encoders.encoder_state_dict` (so it is the same encoder a checkpoint
 would give: MAE's, DINO's teacher, ...), which leaves the training model, its mode and the training
@@ -20,30 +21,40 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.transforms import eval_transform
+from ..data.sources import HELD_OUT_SPLIT, locate_split
+from ..errors import SslabError
 from ..encoders import build_encoder, encoder_state_dict
 from .features import encode, open_split_tensors
 from .knn import knn_accuracy
+from .preprocess import eval_image_transform
 
 log = logging.getLogger("sslab")
 
 
 def check_monitor_config(cfg) -> None:
-    """Raise if the monitor settings cannot work (before training starts)."""
+    """Raise if the monitor settings cannot work (before training starts), including a data layout
+    without the ``train`` and held-out splits."""
     if cfg.monitor_every_epochs < 0:
         raise ValueError(f"monitor_every_epochs must be >= 0 (0: off), got {cfg.monitor_every_epochs}")
     if cfg.monitor_every_epochs and min(cfg.monitor_train_size, cfg.monitor_test_size) < 1:
         raise ValueError(f"monitor_train_size/monitor_test_size must be >= 1, got "
                          f"{cfg.monitor_train_size}/{cfg.monitor_test_size}")
+    if cfg.monitor_every_epochs:
+        spec = cfg.monitor_data or cfg.data
+        try:
+            for split in ("train", HELD_OUT_SPLIT):
+                locate_split(spec, split, flat_ok=False)
+        except SslabError as e:
+            raise SslabError(f"monitor: {e} (or set --monitor-data to a labelled tree)") from None
 
 
 @functools.lru_cache(maxsize=2)
 def _labelled_split(data: str, in_chans: int, img_size: int, mean: tuple, std: tuple, train_size: int,
                     test_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images, train labels, test images, test labels), eval-transformed, cached per process."""
-    tf = eval_transform(img_size, mean, std)
+    tf = eval_image_transform(img_size, mean, std, in_chans)
     xtr, ytr = open_split_tensors(data, "train", in_chans, tf, train_size, seed)
-    xte, yte = open_split_tensors(data, "test", in_chans, tf, test_size, seed)
+    xte, yte = open_split_tensors(data, HELD_OUT_SPLIT, in_chans, tf, test_size, seed)
     return xtr, ytr, xte, yte
 
 

@@ -44,9 +44,9 @@ from ..config import Config, parse_args
 from ..data.sources import cache_dir, open_images
 from ..engine.checkpoint import list_checkpoints
 from ..pretrain import train  # with the epoch-end hooks the config asks for
-from .cli import LabelledData, open_encoder, open_labelled
+from .cli import LabelledData, labelled_splits, open_encoder
 from .features import dataset_fingerprint, dataset_labels, subset_indices
-from .results import read_result, report
+from .results import read_result, record_name, report
 from .scaling import log_scaling_to_wandb, plot_scaling, training_flops_per_image, write_table
 
 log = logging.getLogger("sslab")
@@ -65,7 +65,9 @@ class Sweep:
     epochs: tuple[int, ...] = (10,)                 # pretraining epochs
     train_size: int | None = None                   # the fractions are of this many images (None: the split)
     evaluators: tuple[str, ...] = ("knn", "linear")
-    eval_data: str | None = None                    # labelled data (train/test splits); None: base.data
+    eval_data: str | None = None                    # labelled tree (train + test/val splits); None: base.data
+    eval_train_data: str | None = None              # or the evaluation's training split itself (folder, SPEC:FOLDER)
+    eval_test_data: str | None = None               # and its held-out split itself
     eval_train_size: int | None = 5000              # class-balanced subsets used by every evaluation
     eval_test_size: int | None = 1000
     feature: str = "cls"
@@ -125,6 +127,13 @@ def materialize_subset(spec: str, indices: list[int], channels: int) -> str:
     return str(out)
 
 
+def eval_splits(sweep: Sweep) -> tuple[LabelledData, LabelledData]:
+    """The labelled (training, held-out) splits every point is evaluated on: ``train`` and ``test``
+    (else ``val``) of ``eval_data`` (default the pretraining data), or ``eval_train_data``/``eval_test_data``."""
+    return labelled_splits(sweep.eval_data or sweep.base.data, sweep.eval_train_data, sweep.eval_test_data,
+                           sweep.base.in_chans, sweep.eval_train_size, sweep.eval_test_size, sweep.seed)
+
+
 def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
     """The grid, each point with its pretraining config (data subset materialised when needed). With
     ``materialize=False`` (``--list``) no data is opened or written: sizes come from ``train_size``."""
@@ -161,8 +170,14 @@ def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
     return out
 
 
-def _eval_name(evaluator: str, feature: str) -> str:
-    return "finetune" if evaluator == "finetune" else f"{evaluator}_{feature}"
+def _eval_name(sweep: Sweep, evaluator: str, train: LabelledData, test: LabelledData) -> str:
+    """The result file of an evaluation of the sweep: keyed by its settings (:func:`record_name`)."""
+    if evaluator == "finetune":
+        return record_name("finetune", None, train, test, sweep.finetune.get("epochs", 100),
+                           {"seed": sweep.seed, **sweep.finetune})
+    extra = {"seed": sweep.seed, **sweep.probe} if evaluator == "linear" else {}
+    epochs = sweep.probe.get("epochs", 100) if evaluator == "linear" else None
+    return record_name(evaluator, sweep.feature, train, test, epochs, extra)
 
 
 def run_point(sweep: Sweep, p: Point, train_split: LabelledData, test_split: LabelledData) -> dict[str, Any]:
@@ -194,7 +209,7 @@ def run_point(sweep: Sweep, p: Point, train_split: LabelledData, test_split: Lab
                            "flops_per_image": per_image, "images_seen": done["images_seen"],
                            "pretrain_flops": per_image * done["images_seen"]}
     for ev in sweep.evaluators:
-        name = _eval_name(ev, sweep.feature)
+        name = _eval_name(sweep, ev, train_split, test_split)
         prev = read_result(run_dir, name)
         if prev is not None and prev.get("checkpoint_fingerprint") == src.fingerprint:
             result = prev
@@ -216,6 +231,8 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
     """Run or resume every point, then write ``scaling.csv`` and ``scaling_<metric>.png``; returns the rows."""
     out = sweep.out_dir()
     out.mkdir(parents=True, exist_ok=True)
+    # The evaluation splits first: a layout without them is refused before any pretraining.
+    train_split, test_split = (None, None) if plots_only else eval_splits(sweep)
     pts = points(sweep)
     rows: list[dict[str, Any]] = []
     if plots_only:
@@ -223,10 +240,6 @@ def run_sweep(sweep: Sweep, plots_only: bool = False) -> list[dict[str, Any]]:
 
         rows = read_table(out / "scaling.csv")
     else:
-        base = sweep.base
-        eval_spec = sweep.eval_data or base.data
-        train_split = open_labelled(eval_spec, "train", base.in_chans, sweep.eval_train_size, sweep.seed)
-        test_split = open_labelled(eval_spec, "test", base.in_chans, sweep.eval_test_size, sweep.seed)
         for i, p in enumerate(pts):
             log.info("sweep %s: point %d/%d %s", sweep.name, i + 1, len(pts), p.name)
             rows.append(run_point(sweep, p, train_split, test_split))

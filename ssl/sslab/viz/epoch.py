@@ -33,7 +33,7 @@ def epoch_pictures(cfg: Config, model: nn.Module, branch: Any, run_dir: str | Pa
     device = next(model.parameters()).device
     out_dir = Path(run_dir) / "pictures"
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        imgs = fixed_images(cfg.data, cfg.vis_num_images, cfg.img_size, cfg.mean, cfg.std, cfg.in_chans)
+        imgs = fixed_images(cfg.vis_data or cfg.data, cfg.vis_num_images, cfg.img_size, cfg.mean, cfg.std, cfg.in_chans)
         if cfg.method == "mae":
             grid = mae_reconstruction_grid(model, imgs.to(device), cfg.mask_ratio, cfg.mean, cfg.std, seed=cfg.seed)
             return {"pictures/mae_reconstruction": save_png(grid, out_dir / f"epoch_{epoch:04d}_reconstruction.png")}

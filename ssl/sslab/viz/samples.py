@@ -1,39 +1,36 @@
 """The fixed images pictures are made of: the same ones every epoch, never the augmentation stream.
 
-They come from the dataset's held-out split (``test``, else ``val``) when it has one, else from the
-training images, spread evenly over the split (an ImageFolder is sorted by class, so evenly spaced
+They come from the dataset's held-out split (``test``, else ``val``; a tree with neither is refused
+with one line, as by the evaluators), or from the split a ``spec:FOLDER`` names (``spec:all``: a folder
+used whole), spread evenly over the split (an ImageFolder is sorted by class, so evenly spaced
 indices show several classes, not N images of the first one), through the evaluation transform.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.named import is_named
-from ..data.sources import open_images, resolve_split, unpack_tar
+from ..data.sources import HELD_OUT_SPLIT, locate_split, open_images
 from ..data.transforms import eval_transform
-
-HELD_OUT_SPLITS = ("test", "val")
+from ..errors import SslabError
 
 
 def held_out_split(spec: str) -> str:
-    """``"test"`` or ``"val"`` when ``--data spec`` has such a split, else ``"train"``."""
-    if spec == "demo" or spec.startswith("demo:"):
-        return "test"
-    path = Path(spec).expanduser()
-    if not path.exists() and is_named(spec):
-        return "test"
-    if path.is_file():
-        path = unpack_tar(path)
-    if path.is_dir():
-        for split in HELD_OUT_SPLITS:
-            if resolve_split(path, split).name == split:
-                return split
-    return "train"
+    """The split folder pictures of ``spec`` are made of: ``test``, else ``val``, or the one ``spec:FOLDER``
+    names; raises :class:`~sslab.errors.SslabError` listing what the tree has when it has none."""
+    return locate_split(spec, HELD_OUT_SPLIT, flat_ok=False)[0]
+
+
+def check_picture_data(spec: str) -> None:
+    """Raise before training if pictures of ``spec`` cannot be made (no held-out split)."""
+    try:
+        held_out_split(spec)
+    except SslabError as e:
+        raise SslabError(f"pictures: {e} (for pictures set --vis-data SPEC:FOLDER, e.g. '{spec}:all' to use "
+                         "training images)") from None
 
 
 def fixed_indices(n_total: int, n: int) -> list[int]:
@@ -48,7 +45,7 @@ def fixed_indices(n_total: int, n: int) -> list[int]:
 def fixed_images(spec: str, n: int, img_size: int, mean: Sequence[float], std: Sequence[float],
                  in_chans: int) -> torch.Tensor:
     """(n, in_chans, img_size, img_size) normalised images: the fixed picture set of ``--data spec``."""
-    source = open_images(spec, held_out_split(spec), channels=in_chans)
+    source = open_images(spec, HELD_OUT_SPLIT, channels=in_chans, flat_ok=False)
     transform = eval_transform(img_size, mean, std)
     out = []
     for i in fixed_indices(len(source), n):
