@@ -35,7 +35,9 @@ from .distributed import make_accelerator
 from .hooks import EpochEnd, EpochHook, run_epoch_hooks
 from .logger import RunLogger, sweep_trial_dir
 from .nonfinite import NonFiniteGuard, refuse_nonfinite
+from .preemption import StopSignals
 from .progress import Progress
+from .run_lock import RunLock
 from .run_record import keep_console_log, write_run_record
 from .same_run import check_effective_batch, check_same_run, finished_message, load_model_state
 
@@ -106,9 +108,20 @@ def _set_rng_state(s: dict[str, Any]) -> None:
 
 def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     """Run (or resume) the pretraining described by ``cfg``, calling ``hooks`` at each epoch end
-    (:mod:`.hooks`; ``sslab.train`` adds the ones the config asks for); returns a summary of the run."""
+    (:mod:`.hooks`; ``sslab.train`` adds the ones the config asks for); returns a summary of the run.
+
+    Meanwhile the main process holds the run-directory lock (:mod:`.run_lock`), and SIGTERM,
+    SIGUSR1 or SIGINT stop the run after the current step with one checkpoint (:mod:`.preemption`).
+    """
     cfg = cfg.replace(output_dir=sweep_trial_dir(cfg.output_dir))  # a wandb sweep trial: its own folder
     validate(cfg)
+    with StopSignals() as stop, contextlib.ExitStack() as held:
+        if int(os.environ.get("RANK", "0")) == 0:  # the main process, known before the process group exists
+            stop.on_abort.append(held.enter_context(RunLock(cfg.output_dir)).release)
+        return _train(cfg, hooks, stop)
+
+
+def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[str, Any]:
     # Before any compute: the newest readable checkpoint, the same run (config), room for the next save.
     resume_path, state = find_resume(cfg.resume, cfg.output_dir, report=int(os.environ.get("RANK", "0")) == 0) \
         or (None, {})
@@ -117,6 +130,7 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
         check_space_to_continue(cfg.output_dir, resume_path)
     acc = make_accelerator(cfg.mixed_precision)
     world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    stop.attach()
     cfg = cfg.replace(accum_iter=resolve_accum_iter(cfg, world))
     if resume_path is not None:
         check_effective_batch(state["effective_batch"], cfg.batch_size * cfg.accum_iter * world, resume_path)
@@ -202,7 +216,7 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
                                       "message is in its log); see there")
 
     bar = Progress(cfg, main, step, last_step, eff_batch, steps_per_epoch)  # a tqdm bar on a TTY, else log lines
-    bar.start(len(dataset), eff_batch, lr, total_steps, cfg.mixed_precision, world, run_dir)
+    bar.start(len(dataset), eff_batch, lr, total_steps, acc.mixed_precision, world, run_dir)  # the one used
     window_loss, step_loss = torch.zeros((), device=acc.device), torch.zeros((), device=acc.device)
     guard = NonFiniteGuard(cfg.nonfinite_skip_limit, acc.scaler is not None, acc.device,
                            int(state.get("nonfinite_skipped", 0)))
@@ -211,7 +225,8 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir), "losses": []}
     model.train()
     saved_step = step if resume_path is not None else -1
-    while step < last_step:
+    stopped = stop.agreed()  # a signal during the setup stops before the first step
+    while step < last_step and not stopped:
         epoch = step // steps_per_epoch
         micro_start = (step % steps_per_epoch) * cfg.accum_iter
         sampler.set_epoch(epoch, micro_start)
@@ -290,6 +305,9 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
                 saved_step = step
             if step >= last_step:
                 break
+            stopped = stop.agreed()  # every step, on every process: all stop after the same step
+            if stopped:
+                break
     if saved_step != step:
         checkpoint()
     summary.update(bar.close())
@@ -298,6 +316,9 @@ def train(cfg: Config, hooks: Sequence[EpochHook] = ()) -> dict[str, Any]:
     if console is not None:
         logging.getLogger("sslab").removeHandler(console)
         console.close()
+    if stopped:
+        acc.wait_for_everyone()  # all processes exit together (srun/torchrun end the rest at the first exit)
+        stop.exit(stopped, step, list_checkpoints(run_dir)[-1] if main else None, main)
     summary.update(skipped_files=skipped_up_front + skipped_total,
                    step=step, epochs_done=step / steps_per_epoch, world_size=world, effective_batch=eff_batch,
                    lr=lr, steps_per_epoch=steps_per_epoch)
