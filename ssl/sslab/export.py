@@ -15,7 +15,6 @@ release file and returns the timm model; every file is read without executing co
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys

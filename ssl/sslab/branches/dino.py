@@ -35,7 +35,6 @@ from ..models.swin_geometry import is_timm_swin, validate_swin_crops
 from ..models.timm_create import create_timm_model
 from ..models.swin_pad_shift import use_pad_then_shift
 from ..schedules import warmup_cosine
-from ..errors import SslabError
 
 log = logging.getLogger("sslab")
 

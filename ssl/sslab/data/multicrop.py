@@ -20,7 +20,6 @@ from .device_crop import crop_on_device
 from .fast_crop import crop_boxes, cut, open_for_crops
 from .photometric import apply_photometric, draw_params
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import SslabError
 
 BLUR_SIGMA = (0.1, 2.0)  # PIL ImageFilter.GaussianBlur radius range of the official code (radius = sigma)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from ..errors import SslabError
 
-from ..errors import SslabError
 
 log = logging.getLogger("sslab")
 

@@ -18,7 +18,6 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import SslabError
 from ..encoders import build_encoder, encoder_spec, encoder_state_dict
 from ..engine.checkpoint import list_checkpoints
-from ..errors import SslabError
 from ..serialization import safe_load
 from .preprocess import eval_image_transform
 from .features import cached_features, dataset_labels, file_fingerprint, subset_indices

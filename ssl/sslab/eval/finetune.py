@@ -64,7 +64,6 @@ from ..data.seeding import sample_seed
 from ..engine.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from ..engine.distributed import make_accelerator
 from ..engine.logger import RunLogger
-from ..errors import SslabError
 from ..schedules import warmup_cosine
 from .cli import add_common_args, source_from_args, splits_from_args
 from .features import dataset_labels, world_info
