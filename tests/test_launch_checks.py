@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tiny_mae_config
 from sslab.engine.distributed import make_accelerator, resolve_precision
+from sslab.engine.train import train
 from sslab.engine.run_lock import LOCK_NAME, RunLock, this_holder
 from sslab.errors import SslabError
 
@@ -27,12 +29,15 @@ def test_the_launchers_reduced_precision_wins_over_the_recipes(monkeypatch, laun
     assert resolve_precision(recipe)[0] == used
 
 
-def test_precision_used_is_logged_at_start(monkeypatch, caplog):
+def test_precision_used_is_logged_at_start(monkeypatch, caplog, tmp_path):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
-    with caplog.at_level(logging.INFO, logger="sslab"):
-        acc = make_accelerator("no")
+    acc = make_accelerator("no")
     assert acc.mixed_precision == "bf16"
-    assert "precision: bf16 (from the launcher's ACCELERATE_MIXED_PRECISION=bf16; the recipe says no)" in caplog.text
+    note = "precision: bf16 (from the launcher's ACCELERATE_MIXED_PRECISION=bf16; the recipe says no)"
+    assert acc.precision_note == note
+    with caplog.at_level(logging.INFO, logger="sslab"):  # a run logs it at its start
+        train(tiny_mae_config(tmp_path, max_steps=1))
+    assert note in caplog.text
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp8")
     with pytest.raises(SslabError, match="the launcher asked for mixed precision 'fp8'"):
         make_accelerator("no")

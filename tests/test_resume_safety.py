@@ -13,12 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_metrics, tiny_mae_config
+from conftest import make_image_folder, read_metrics, tiny_mae_config
 from sslab import main, train
 from sslab.engine import list_checkpoints, load_checkpoint
 from sslab.errors import SslabError
 
 TESTS = Path(__file__).parent
+
+
+def labelled(tmp_path) -> str:
+    """A train/test tree for the online k-NN monitor (it refuses a flat folder)."""
+    for split in ("train", "test"):
+        make_image_folder(tmp_path / "labelled" / split, n_per_class=4)
+    return str(tmp_path / "labelled")
 
 
 def small(tmp_path, image_folder, **changes):
@@ -74,7 +81,7 @@ def test_resume_refuses_a_changed_run_before_compute_and_allows_free_fields(tmp_
 
     # fields that do not change the optimisation may differ; an allowed change goes on from the checkpoint
     out = train(cfg.replace(resume="auto", max_steps=3, log_every=3, num_workers=1, keep_last=2,
-                            monitor_every_epochs=5, monitor_data=str(image_folder), wandb_tags=("x",)))
+                            monitor_every_epochs=5, monitor_data=labelled(tmp_path), wandb_tags=("x",)))
     assert out["step"] == 3
     out = train(cfg.replace(resume="auto", max_steps=4, mask_ratio=0.5, allow_config_change=True))
     assert out["step"] == 4 and load_checkpoint(list_checkpoints(cfg.output_dir)[-1])["config"]["mask_ratio"] == 0.5
@@ -86,7 +93,7 @@ def test_running_a_finished_recipe_again_says_so_in_one_line(tmp_path, image_fol
     main(base, [])
     capsys.readouterr()
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
-    out = main(base, ["--monitor-every-epochs", "2", "--monitor-data", str(image_folder)])
+    out = main(base, ["--monitor-every-epochs", "2", "--monitor-data", labelled(tmp_path)])
     printed = capsys.readouterr().out.strip().splitlines()
     assert out["step"] == 6 and len(printed) == 1, printed
     assert "the run is already finished (step 6 of 6, checkpoint-00000006.pt); nothing to train" in printed[0]

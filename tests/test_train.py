@@ -67,7 +67,7 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
 
 @pytest.mark.parametrize("changes,error,match", [
     (dict(mixed_precision="fp16"), ValueError, "needs a CUDA GPU"),
-    (dict(mixed_precision="fp8"), ValueError, "mixed_precision 'fp8' is not 'no', 'fp16' or 'bf16'"),
+    (dict(mixed_precision="fp8"), ValueError, r"mixed_precision 'fp8' \(the recipe or its --mixed-precision flag\) is not 'no', 'fp16' or 'bf16'"),
     (dict(mask_ratio=1.0), ValueError, "mask_ratio"),
     (dict(method="simclr"), ValueError, "method 'simclr'"),
     (dict(data="/no/such/dir"), ValueError, "does not exist"),

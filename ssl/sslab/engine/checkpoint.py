@@ -134,7 +134,7 @@ def find_resume(resume: str, run_dir: str | os.PathLike, report: bool = True) ->
                 raise RuntimeError("not an sslab training checkpoint (no step/model)")
         except UnsafeCheckpointError:
             raise
-        except (RuntimeError, OSError) as e:
+        except (SslabError, RuntimeError, OSError) as e:  # safe_load says 'truncated or corrupt' as SslabError
             cause = e.__cause__ or e  # safe_load wraps torch's own words; the path is said already
             why = (str(cause).splitlines() or [type(cause).__name__])[0][:160]
             if resume != "auto":

@@ -72,7 +72,7 @@ def resolve_precision(requested: str) -> tuple[str, str]:
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """An Accelerator for CPU, one GPU or many (gloo on CPU, NCCL on GPUs), in the precision of
-    :func:`resolve_precision` (logged once by the main process).
+    :func:`resolve_precision` (``acc.precision_note`` says which and why, for the run's start).
 
     Raises (:func:`check_world`) if the launcher started several processes but this one ended up
     alone, or if SLURM started several tasks with no distributed launcher.
@@ -92,6 +92,5 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     AcceleratorState._reset_state()
     acc = Accelerator(cpu=not cuda, mixed_precision=mixed_precision)
     check_world(expected_world_size(), acc.num_processes, acc.distributed_type)
-    if acc.is_main_process:
-        log.info("precision: %s (from %s)", {"no": "fp32"}.get(mixed_precision, mixed_precision), source)
+    acc.precision_note = f"precision: {({'no': 'fp32'}).get(mixed_precision, mixed_precision)} (from {source})"
     return acc

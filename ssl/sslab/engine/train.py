@@ -142,6 +142,8 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
     branch = BRANCHES[cfg.method](cfg)
     dataset = SeededTransformDataset(source, branch.transform(source), cfg.seed, cfg.skip_bad_files)
     skipped_up_front = len(getattr(source, "bad_files", ()))  # named and dropped by the pre-check (data/file_check)
+    if main:  # after the data checks, so that a user's mistake stays the only line on stderr
+        log.info(acc.precision_note)
     sampler = ShardedBatchSampler(len(dataset), cfg.batch_size, world, rank, cfg.seed)
     steps_per_epoch = len(sampler) // cfg.accum_iter
     if steps_per_epoch < 1:
