@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 from functools import partial
@@ -41,6 +40,8 @@ from sslab.branches.mae import MAEBranch
 from sslab.config import Config
 from sslab.models.pos_embed import sincos_2d
 from sslab.optim import clip_per_param
+
+from mae_throughput import device_name  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 # ----------------------------------------------------------------------------------------------
 # The plain MAE (He et al. 2021): written out for this benchmark, official key names
@@ -293,12 +294,6 @@ def matmul_peak(device: torch.device, n: int, dtype: torch.dtype) -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
