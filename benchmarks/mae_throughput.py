@@ -1,6 +1,6 @@
 """MAE pretraining throughput: images/s and achieved FLOP/s of a recipe's training step on this device.
 
-    python benchmarks/mae_throughput.py experiments/mae_vitb.py --batch-size 64 [--device cuda] [any --field]
+    python benchmarks/mae_throughput.py experiments/mae_vitb.py --data demo --batch-size 64 [--device cuda] [any --field]   # images are synthetic; --data only satisfies the recipe
 
 Times forward + backward + AdamW step on synthetic images (data loading excluded), after warm-up,
 and counts the step's floating-point operations with torch's FlopCounterMode (matmuls and
