@@ -125,8 +125,10 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model-kwargs", default={}, type=converter(dict, "model_kwargs"),
                     help="JSON timm.create_model kwargs for --model")
     ap.add_argument("--img-size", type=int, default=None, help="input size (default: the run's)")
-    ap.add_argument("--mean", type=_floats, default=None, help="comma-separated (default: the run's)")
-    ap.add_argument("--std", type=_floats, default=None, help="comma-separated (default: the run's)")
+    ap.add_argument("--mean", type=converter(tuple[float, ...], "mean", (0.5, 0.5, 0.5)), default=None,
+                    help="comma-separated (default: the run's)")
+    ap.add_argument("--std", type=converter(tuple[float, ...], "std", (0.25, 0.25, 0.25)), default=None,
+                    help="comma-separated (default: the run's)")
     ap.add_argument("--train-size", type=int, default=None, help="class-balanced subset of the training split")
     ap.add_argument("--test-size", type=int, default=None, help="class-balanced subset of the held-out split")
     ap.add_argument("--in-memory", type=parse_bool, nargs="?", const=True, default=False, metavar="true|false",
@@ -146,13 +148,6 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--wandb-mode", default="auto", help="auto | online | offline | disabled")
     ap.add_argument("--wandb-project", default=None, help="wandb project (default: the pretraining run's)")
     ap.add_argument("--wandb-group", default=None, help="wandb group (default: the pretraining run's)")
-
-
-def _floats(s: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in s.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes comma-separated numbers, got {s!r}; e.g. 0.5,0.5,0.5") from None
 
 
 def source_from_args(args: argparse.Namespace) -> EncoderSource:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_cli import converter
 from ..errors import SslabError
 from ..data.pipeline import SeededTransformDataset
 from ..data.sampler import ShardedBatchSampler
@@ -317,10 +318,6 @@ def run_augmented_probe(src, train, test, feature: str | None = None, recipe: st
             "train_seconds": t_train, "seconds": time.perf_counter() - t0}
 
 
-def _floats(s: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in s.split(",") if x.strip())
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``python -m sslab.eval.linear_probe CHECKPOINT --data DATA [...]``: probe accuracy, JSON in the run folder."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -329,8 +326,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_common_args(ap)
     ap.add_argument("--mode", choices=("cached", "augmented"), default="cached")
     ap.add_argument("--epochs", type=int, default=None, help="cached: 100; augmented: the recipe's (MAE 90, DINO 100)")
-    ap.add_argument("--lrs", type=_floats, default=DEFAULT_LRS, help="cached: base lrs of the grid (batch 256)")
-    ap.add_argument("--wds", type=_floats, default=DEFAULT_WDS, help="cached: weight decays of the grid")
+    ap.add_argument("--lrs", type=converter(tuple[float, ...], "lrs", DEFAULT_LRS), default=DEFAULT_LRS,
+                    help="cached: base lrs of the grid (batch 256)")
+    ap.add_argument("--wds", type=converter(tuple[float, ...], "wds", DEFAULT_WDS), default=DEFAULT_WDS,
+                    help="cached: weight decays of the grid")
     ap.add_argument("--head-batch-size", type=int, default=256, help="cached: batch of the head training")
     ap.add_argument("--val-fraction", type=float, default=0.1, help="cached: training images held out for selection")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,

@@ -158,9 +158,6 @@ def points(sweep: Sweep, materialize: bool = True) -> list[Point]:
         elif (n := max(1, int(round(frac * len(pool))))) == len(labels):
             data = base.data
         else:
-            if base.in_chans != 3:
-                raise SslabError(f"data fractions are written as image folders, which load as RGB, but in_chans is "
-                                 f"{base.in_chans}: use in_chans 3 (and 3 mean/std values) in the sweep's base config")
             sub = subset_indices(labels[pool], n, sweep.seed)  # nested: smaller fractions are inside larger
             data = materialize_subset(base.data, [pool[i] for i in sub], base.in_chans)
         name = f"{_safe(label)}_f{frac:g}_e{ep}"
