@@ -10,14 +10,17 @@ timm modules at their defaults (attention already through F.scaled_dot_product_a
 loss with one log-softmax per (teacher, student) pair, the per-tensor ``if coef < 1`` clip and EMA
 loops, ``torch.optim.AdamW`` with torch's default implementation, and ``loss.item()`` every step.
 sslab's step is the engine's: the branch's loss (compiled with ``--compile``, the default here), the
-loss check, the gradient norm, foreach clipping, fused AdamW and the foreach EMA.
+loss check and gradient norm in one sync (``NonFiniteGuard``), foreach clipping, fused AdamW and the
+foreach EMA.
 
 Both start from the same weights and see the same synthetic batch; the first step's losses are
 printed as a check. After warm-up (compilation included) the two steps alternate, so that the
 load of a shared machine hits both alike; the ratio is of the medians. FLOPs (matmuls and
 attention, 1 multiply-add = 2) are counted on a plain step, and the matmul peak of this device is
 measured in the same run (square fp32 matmuls on CPU, bf16 on CUDA) to give the fraction of it
-each step achieves (model FLOPs utilisation). ``--device cuda`` runs both under bf16 autocast.
+each step achieves (model FLOPs utilisation). On the CPU one plain step is also profiled: the share
+of its time in matmul and attention kernels bounds what any change keeping the maths can gain
+(printed as the ceiling). ``--device cuda`` runs both under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sslab.branches.dino import DINOBranch
 from sslab.branches.mae import MAEBranch
 from sslab.config import Config
+from sslab.engine.nonfinite import NonFiniteGuard
 from sslab.models.pos_embed import sincos_2d
 from sslab.optim import clip_per_param
 
@@ -170,7 +174,8 @@ def build(args, device):
     index = torch.arange(b)
     if args.method == "mae":
         cfg = Config(method="mae", model="vit_base_patch16_224", img_size=224, batch_size=b, compile=args.compile,
-                     grad_checkpointing=args.grad_checkpointing, mixed_precision="bf16" if amp else "no")
+                     grad_checkpointing=args.grad_checkpointing, mixed_precision="bf16" if amp else "no",
+                     augment_on_device=False)  # the step takes ready views, as the plain one
         torch.manual_seed(0)
         branch = MAEBranch(cfg)
         ours = branch.model.to(device).train()
@@ -196,13 +201,15 @@ def build(args, device):
                 opt_p.zero_grad(set_to_none=True)
             return loss
 
+        guard = NonFiniteGuard(0, False, device)
+
         def ours_step():
             with autocast():
                 loss, _ = branch.loss(ours, [imgs, None, index, None], 1, 0)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(loss.item())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params_o, float("inf"))  # the engine logs the gradient norm
+            guard.watch(loss).backward()
+            _, ok, why = guard.clip_and_check(params_o, float("inf"))  # the engine's one sync: loss and grad norm
+            if not ok:
+                raise FloatingPointError(why)
             opt_o.step()
             opt_o.zero_grad(set_to_none=True)
             return loss
@@ -214,7 +221,8 @@ def build(args, device):
                  local_crops_number=args.local_crops, local_crops_size=96, model_kwargs={"drop_path_rate": 0.1},
                  epochs=100, warmup_teacher_temp_epochs=30, clip_grad=3.0, clip_grad_mode="per_param",
                  compile=args.compile, grad_checkpointing=args.grad_checkpointing, log_every=10**9,
-                 mixed_precision="bf16" if amp else "no", betas=(0.9, 0.999), weight_decay=0.04)
+                 mixed_precision="bf16" if amp else "no", betas=(0.9, 0.999), weight_decay=0.04,
+                 augment_on_device=False)
     torch.manual_seed(0)
     branch = DINOBranch(cfg)
     branch.setup(device, 1000)
@@ -259,13 +267,15 @@ def build(args, device):
                 pt.mul_(0.996).add_((1 - 0.996) * ps.detach())
         return loss
 
+    guard = NonFiniteGuard(0, False, device)
+
     def ours_step():
         with autocast():
             loss, _ = branch.loss(ours, [views, None, index, None], 1, 0)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(loss.item())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params_o, float("inf"))
+        guard.watch(loss).backward()
+        _, ok, why = guard.clip_and_check(params_o, float("inf"))  # the engine's one sync: loss and grad norm
+        if not ok:
+            raise FloatingPointError(why)
         clip_per_param(params_o, 3.0)
         branch.before_step(ours, 0, 1)
         opt_o.step()
@@ -275,6 +285,25 @@ def build(args, device):
 
     desc = f"DINO ViT-S/16, 2x224 + {args.local_crops}x96 crops, {cfg.out_dim} prototypes, batch {b}"
     return plain_step, ours_step, desc, b
+
+
+DENSE_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul")
+
+
+def dense_share(step) -> float:
+    """Share of one step's operator time spent in matmuls and attention kernels (torch profiler, self time).
+
+    No change that keeps the maths (and so these kernels' work) can make the step faster than
+    1 / share: the Amdahl ceiling of fusion, fused optimisers and fewer syncs.
+    """
+    from torch.profiler import profile
+    with profile() as prof:
+        step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    dense = sum(e.self_cpu_time_total for e in events
+                if e.key in DENSE_OPS or "scaled_dot_product" in e.key or "attention" in e.key)
+    return dense / total
 
 
 def matmul_peak(device: torch.device, n: int, dtype: torch.dtype) -> float:
@@ -322,6 +351,7 @@ def main() -> None:
     flops = counter.get_total_flops()
     for _ in range(args.warmup):
         plain_step(), ours_step()
+    share = dense_share(plain_step) if device.type == "cpu" else None  # CUDA kernels run asynchronously
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = 8192 if device.type == "cuda" else 2048
     times = {"plain": [], "sslab": []}
@@ -351,6 +381,9 @@ def main() -> None:
     pairwise = statistics.median(p / o for p, o in zip(times["plain"], times["sslab"]))
     print(f"speed-up      {med['plain'] / med['sslab']:.2f}x sslab over plain (ratio of medians; "
           f"median of per-pair ratios {pairwise:.2f}x)")
+    if share is not None:
+        print(f"ceiling       matmuls + attention are {share:.1%} of the plain step's operator time (profiled once): "
+              f"a change that keeps the maths can reach at most {1 / share:.2f}x")
 
 
 if __name__ == "__main__":

@@ -168,10 +168,28 @@ def test_jpeg_draft_decodes_smaller_when_every_crop_allows(tmp_path):
     assert draft_factor([(0, 0, 400, 300), (0, 0, 150, 150)], [96, 96]) == 1
     boxes = [(40, 30, 600, 450), (100, 100, 500, 420)]
     img, got, fx, fy = open_for_crops(str(path), lambda w, h: (boxes, [64, 64]))
-    assert got == boxes and img.size == (160, 120) and fx == fy == 0.25  # 1/4 scale
+    assert got == boxes and img.shape == (1, 3, 120, 160) and fx == fy == 0.25  # 1/4 scale
     full = Image.fromarray(arr)
     reduced, reference = cut(img, boxes, 64, fx, fy).float(), cut(full, boxes, 64).float()
     assert reduced.shape == (2, 3, 64, 64) and (reduced - reference).abs().mean() < 4  # of 255
+
+
+def test_cut_matches_the_official_pil_crop_then_resize():
+    """torch's uint8 antialiased bicubic on a crop view = PIL's crop + bicubic resize up to rounding."""
+    rng = np.random.default_rng(0)
+    arr = (smooth_image(120, 150).astype(int) + rng.integers(-20, 21, (120, 150, 3))).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(arr)
+    boxes = [(0, 0, 150, 120), (10, 5, 70, 60), (30, 20, 140, 60), (3, 7, 40, 110), (50, 50, 60, 58)]
+    for size in (96, 32):  # upscaled, shrunk and mixed crops
+        got = cut(img, boxes, size)
+        assert got.shape == (len(boxes), 3, size, size) and got.dtype == torch.uint8
+        for crop, box in zip(got, boxes):
+            official = torch.from_numpy(np.array(img.crop(box).resize((size, size), Image.Resampling.BICUBIC)))
+            diff = (crop.permute(1, 2, 0).int() - official.int()).abs()
+            assert diff.float().mean() < 0.5 and diff.max() <= 8, (box, size, diff.float().mean(), diff.max())
+    gray_img = Image.fromarray(arr[..., 0])
+    assert cut(gray_img, boxes[:2], 16).shape == (2, 1, 16, 16)
+    assert torch.equal(cut(torch.from_numpy(arr).permute(2, 0, 1), boxes, 24), cut(img, boxes, 24))
 
 
 def test_device_crops_match_pil_crops_and_fold_the_flip():

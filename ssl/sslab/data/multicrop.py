@@ -92,8 +92,8 @@ class MultiCropCrops:
 
     One image (a file path, decoded at reduced JPEG scale when the crops allow; a PIL image; or a
     uint8 (C, H, W) tensor) -> ``[globals uint8 (2, C, G, G), locals uint8 (K, C, L, L),
-    global params (2, P), local params (K, P)]``; the crops are cut and resized in one PIL call each
-    (bicubic). With ``boxes_only`` (images held on the device, ``data/device_crop.py``) the first
+    global params (2, P), local params (K, P)]``; the crops are cut and resized as uint8
+    (bicubic, ``data/fast_crop.py``). With ``boxes_only`` (images held on the device, ``data/device_crop.py``) the first
     two items are the crop boxes instead, float (2, 4) and (K, 4). Every random number is drawn here,
     under the per-sample seed; :func:`multicrop_views` does the rest on the model's device.
     """

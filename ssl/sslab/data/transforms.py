@@ -48,7 +48,7 @@ def eval_transform(img_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Se
 class MAECrop:
     """The loader's half of the MAE augmentation: image -> uint8 (C, S, S) crop, flipped with p 0.5.
 
-    RandomResizedCrop (scale 0.2-1, bicubic) cut and resized in one PIL call (``data/fast_crop.py``;
+    RandomResizedCrop (scale 0.2-1, bicubic) cut and resized as uint8 (``data/fast_crop.py``;
     a JPEG path is decoded at reduced scale when the crop allows); normalisation happens on the
     device (:func:`mae_views`). With ``boxes_only`` (images held on the device) it returns float
     (5,): the crop box ``(left, top, right, bottom)`` and the flip.
