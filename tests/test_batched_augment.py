@@ -120,6 +120,13 @@ def test_batched_photometric_equals_torchvision_per_view():
         assert torch.equal(P.apply_photometric(crops, params, MEAN, STD), out)
     finally:
         P.CPU_CHUNK = old
+    # nor does the accelerator's jitter schedule (one masked pass per slot and adjustment)
+    x = crops.float() / 255
+    P._jitter_by_slot(x, params)
+    y = crops.float() / 255
+    for mask, ops in P.jitter_groups(params):
+        y[mask] = P._jitter(y[mask], params[mask], ops)
+    assert torch.equal(x, y) and not torch.equal(x, crops.float() / 255)
 
 
 def test_photometric_on_one_channel_and_float_device_crops():
