@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from conftest import make_image_folder, tiny_mae_config
+from conftest import make_image_folder, read_metrics, tiny_mae_config
 from eval_helpers import write_mae_checkpoint
 from sslab.data.sources import locate_split, open_images
 from sslab.errors import SslabError
@@ -113,8 +113,41 @@ def test_monitor_and_pictures_refuse_a_tree_without_held_out_split(trees, tmp_pa
     cfg = tiny_mae_config(tmp_path, data=str(trees["train_only"]), vis_every_epochs=1, **common)
     with pytest.raises(SslabError, match="pictures: .*no held-out split"):
         train(cfg)
-    _, ytr, _, yte = _labelled_split(str(trees["train_val"]), 3, 16, (0.5,) * 3, (0.25,) * 3, 100, 100, 0)
+    tv = str(trees["train_val"])
+    _, ytr, _, yte = _labelled_split((tv, "train"), (tv, "held_out"), 3, 16, (0.5,) * 3, (0.25,) * 3, 100, 100, 0)
     assert (len(ytr), len(yte)) == (3 * N["train"], 3 * N["val"])
+
+
+def test_monitor_takes_separate_train_and_test_folders(trees, tmp_path):
+    """Any layout: --monitor-train-data / --monitor-test-data are folders used whole (or SPEC:FOLDER)."""
+    from sslab import train
+    from sslab.eval.monitor import check_monitor_config, monitor_splits
+
+    common = dict(img_size=16, in_chans=3, mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=8, epochs=1,
+                  monitor_every_epochs=1, monitor_train_size=100, monitor_test_size=100)
+    cfg = tiny_mae_config(tmp_path / "a", data=str(trees["flat"]), monitor_train_data=str(trees["flat"]),
+                          monitor_test_data=f"{trees['train_val']}:val", **common)
+    assert monitor_splits(cfg) == ((str(trees["flat"]), "all"), (f"{trees['train_val']}:val", "all"))
+    train(cfg)
+    assert [r["monitor/knn20_top1"] for r in read_metrics(cfg.output_dir) if "monitor/knn20_top1" in r]
+    from sslab.eval.monitor import _labelled_split
+    _, ytr, _, yte = _labelled_split(*monitor_splits(cfg), 3, 16, (0.5,) * 3, (0.25,) * 3, 100, 100, cfg.seed)
+    assert (len(ytr), len(yte)) == (12, 3 * N["val"])  # the flat folder whole, the tree's val/ only
+    # one explicit folder, the other from the tree's split rule
+    half = tiny_mae_config(tmp_path / "b", data=str(trees["flat"]), monitor_data=str(trees["train_test"]),
+                           monitor_test_data=f"{trees['train_val']}:val", **common)
+    assert monitor_splits(half)[0] == (str(trees["train_test"]), "train")
+    check_monitor_config(half)
+    same = tiny_mae_config(tmp_path / "c", data=str(trees["flat"]), monitor_train_data=str(trees["flat"]),
+                           monitor_test_data=str(trees["flat"]), **common)
+    with pytest.raises(SslabError, match="monitor: the training and held-out splits are the same folder") as e:
+        check_monitor_config(same)
+    assert "\n" not in str(e.value)
+    missing = tiny_mae_config(tmp_path / "d", data=str(trees["flat"]), monitor_test_data=str(tmp_path / "nope"),
+                              monitor_train_data=str(trees["flat"]), **common)
+    with pytest.raises(SslabError, match="monitor: .*does not exist"):
+        train(missing)
+    assert not (tmp_path / "d" / "metrics.jsonl").exists()
 
 
 def test_sweep_evaluates_on_the_held_out_split_and_refuses_before_pretraining(trees, tmp_path):

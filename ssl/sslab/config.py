@@ -120,6 +120,8 @@ class Config:
     # --- evaluation ---
     monitor_every_epochs: int = 0            # online 20-NN on a small labelled split every N epochs (0: never)
     monitor_data: str | None = None          # labelled tree with train and test (else val) folders; None: --data
+    monitor_train_data: str | None = None    # folder of class folders the k-NN votes with, used whole (or SPEC:FOLDER); None: monitor_data's train/
+    monitor_test_data: str | None = None     # folder of class folders it is scored on, used whole; None: monitor_data's test/ (else val/)
     monitor_train_size: int = 5000           # class-balanced training images the k-NN votes with
     monitor_test_size: int = 1000            # class-balanced test images it is scored on
 
@@ -146,7 +148,8 @@ FREE_ON_RESUME: frozenset[str] = frozenset({
     "log_every", "progress_bar", "wandb_mode", "wandb_project", "wandb_entity", "wandb_group", "wandb_name",
     "wandb_tags", "wandb_artifacts",
     "vis_every_epochs", "vis_num_images",
-    "monitor_every_epochs", "monitor_data", "monitor_train_size", "monitor_test_size", "vis_data",
+    "monitor_every_epochs", "monitor_data", "monitor_train_data", "monitor_test_data", "monitor_train_size",
+    "monitor_test_size", "vis_data",
     # how the same maths is executed (compiled, recomputed in the backward pass)
     "compile", "grad_checkpointing",
 })
