@@ -70,6 +70,33 @@ def test_attention_is_timms_fused_scaled_dot_product(tmp_path):
     assert len(attns) == 2 + 2 + 2 and all(a.fused_attn for a in attns)  # MAE encoder + decoder, DINO
 
 
+def test_attention_kernel_is_explicit_only_on_cpu_bf16_and_computes_the_same(tmp_path):
+    from sslab.branches import DINOBranch, MAEBranch
+
+    cfg = tiny_dino_config(tmp_path)
+    for device, precision, fused in (("cpu", "no", True), ("cpu", "bf16", False), ("cuda", "bf16", True)):
+        net = build_dino_model(cfg)
+        execution.choose_attention_kernel(net, device, precision)
+        assert all(m.fused_attn is fused for m in net.modules() if hasattr(m, "fused_attn"))
+    # the engine's setup applies it to every network of the branch (DINO: student and teacher)
+    dino = DINOBranch(cfg)
+    dino.setup(torch.device("cpu"), 1, "bf16")
+    mae = MAEBranch(tiny_mae_config(tmp_path))
+    mae.setup(torch.device("cpu"), 1, "bf16")
+    nets = (dino.model, dino.teacher, mae.model)
+    assert all(not m.fused_attn for n in nets for m in n.modules() if hasattr(m, "fused_attn"))
+    # the same attention maths: explicit and fused agree (fp32 tightly; bf16 to its rounding)
+    attn = Attention(32, num_heads=4).eval()
+    x = torch.randn(3, 37, 32)
+    with torch.no_grad():
+        fused = attn(x)
+        attn.fused_attn = False
+        explicit = attn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            explicit_bf16 = attn(x).float()
+    assert torch.allclose(fused, explicit, atol=1e-5) and torch.allclose(fused, explicit_bf16, atol=5e-2)
+
+
 def _loss_and_grads(model, run):
     model.zero_grad(set_to_none=True)
     torch.manual_seed(1)  # drop path draws here; checkpointing must replay the same draws

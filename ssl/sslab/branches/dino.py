@@ -28,7 +28,8 @@ from ..data.seeding import sample_seed
 from ..errors import SslabError
 from ..losses.dino_loss import DINOLoss
 from ..models.dino import MultiCropWrapper
-from ..models.execution import compile_function, compile_in_place, set_grad_checkpointing
+from ..models.execution import (choose_attention_kernel, compile_function, compile_in_place,
+                                set_grad_checkpointing)
 from ..models.dino_head import DINOHead
 from ..models.dino_vit import POS_INTERPOLATIONS, init_dino_vit, use_dino_pos_interpolation
 from ..models.swin_geometry import is_timm_swin, validate_swin_crops
@@ -225,8 +226,11 @@ class DINOBranch:
         """Official ``get_params_groups``: only biases and 1-D parameters skip weight decay."""
         return set()
 
-    def setup(self, device: torch.device, steps_per_epoch: int) -> None:
-        """Move teacher and loss to ``device``; teacher momentum cosine momentum_teacher -> 1 per iteration."""
+    def setup(self, device: torch.device, steps_per_epoch: int, mixed_precision: str = "no") -> None:
+        """Move teacher and loss to ``device``; teacher momentum cosine momentum_teacher -> 1 per iteration;
+        the attention kernel for this device and precision (:func:`~sslab.models.execution.choose_attention_kernel`)."""
+        for net in (self.model, self.teacher):
+            choose_attention_kernel(net, device.type, mixed_precision)
         self.teacher.to(device)
         self.dino_loss.to(device)
         if self.source_images is not None:

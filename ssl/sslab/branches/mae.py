@@ -12,7 +12,7 @@ from ..config import Config, encoder_kwargs
 from ..data.in_memory import InMemoryImages
 from ..data.seeding import sample_uniform
 from ..data.transforms import MAECrop, mae_transform, mae_views
-from ..models.execution import compile_in_place, set_grad_checkpointing
+from ..models.execution import choose_attention_kernel, compile_in_place, set_grad_checkpointing
 from ..models.mae import create_mae
 from ..models.swin_mae import create_swin_mae, is_timm_swin
 
@@ -70,8 +70,10 @@ class MAEBranch:
         loss, _, _ = model(imgs, mask_ratio=self.cfg.mask_ratio, noise=noise)
         return loss, {}
 
-    def setup(self, device: torch.device, steps_per_epoch: int) -> None:
-        """In-memory images cropped on the device go there (uint8); nothing to schedule."""
+    def setup(self, device: torch.device, steps_per_epoch: int, mixed_precision: str = "no") -> None:
+        """In-memory images cropped on the device go there (uint8); the attention kernel for this device
+        and precision (:func:`~sslab.models.execution.choose_attention_kernel`); nothing to schedule."""
+        choose_attention_kernel(self.model, device.type, mixed_precision)
         if self.source_images is not None:
             self.device_images = self.source_images.to(device)
 

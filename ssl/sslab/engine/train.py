@@ -173,7 +173,7 @@ def _train(cfg: Config, hooks: Sequence[EpochHook], stop: StopSignals) -> dict[s
     model = branch.model
     optimizer = adamw(model, lr, cfg.weight_decay, tuple(cfg.betas), branch.no_weight_decay(), cfg.fused_optimizer)
     model, optimizer = acc.prepare(model, optimizer)  # `model` may now be DDP-wrapped; branch.model is not
-    branch.setup(acc.device, steps_per_epoch)
+    branch.setup(acc.device, steps_per_epoch, acc.mixed_precision)
 
     step = 0
     if resume_path is not None:
