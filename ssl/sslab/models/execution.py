@@ -52,7 +52,7 @@ def choose_attention_kernel(module: nn.Module, device_type: str, mixed_precision
     CPU flash kernel is the slow part of the step, and timm's explicit path (two bf16 matmuls and a
     softmax; the official DINO ViT's own formulation) ran a ViT-S/16 forward + backward 1.6x faster
     on 96 px crops and 1.3x on 224 px (``benchmarks/step_speed.py --precision bf16``). In fp32 the two
-    were within 2% of each other, so the fused kernel stays. The same maths either way; the explicit
+    were within 1% compiled (6% either way eager), so the fused kernel stays. The same maths either way; the explicit
     path keeps each block's (heads, L, L) attention matrix for the backward pass (ViT-B/16 MAE in
     bf16: 10-30 MB per image, as softmax runs in bf16 or fp32).
     """
