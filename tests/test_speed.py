@@ -8,7 +8,7 @@ import torch
 import torch._inductor.config as inductor_config
 from timm.models.vision_transformer import Attention
 
-from conftest import read_metrics, tiny_mae_config
+from conftest import make_image_folder, read_metrics, tiny_mae_config
 from sslab import train
 from sslab.branches.dino import build_dino_model
 from sslab.engine import list_checkpoints, load_checkpoint
@@ -85,6 +85,16 @@ def test_attention_kernel_is_explicit_only_on_cpu_bf16_and_computes_the_same(tmp
     mae.setup(torch.device("cpu"), 1, "bf16")
     nets = (dino.model, dino.teacher, mae.model)
     assert all(not m.fused_attn for n in nets for m in n.modules() if hasattr(m, "fused_attn"))
+    # the engine passes the run's precision: a bf16 run on the CPU trains with the explicit path
+    seen = []
+
+    def flags(end):
+        seen.extend(m.fused_attn for m in end.model.modules() if hasattr(m, "fused_attn"))
+
+    images = make_image_folder(tmp_path / "images")  # 24 images: one epoch of 3 steps
+    train(tiny_mae_config(tmp_path / "bf16", data=str(images), img_size=16, in_chans=3, mean=(0.5,) * 3,
+                          std=(0.25,) * 3, batch_size=8, epochs=1, mixed_precision="bf16"), hooks=[flags])
+    assert seen and not any(seen)
     # the same attention maths: explicit and fused agree (fp32 tightly; bf16 to its rounding)
     attn = Attention(32, num_heads=4).eval()
     x = torch.randn(3, 37, 32)
