@@ -63,7 +63,7 @@ class PlainMAE(nn.Module):
         vit = timm.create_model(encoder, pretrained=False, num_classes=0)
         self.patch_embed, self.cls_token, self.blocks, self.norm = vit.patch_embed, vit.cls_token, vit.blocks, vit.norm
         self.p = vit.patch_embed.patch_size[0]
-        n, d = vit.patch_embed.num_patches, vit.embed_dim
+        d = vit.embed_dim
         g = vit.patch_embed.grid_size
         self.pos_embed = nn.Parameter(sincos_2d(d, g, cls_token=True)[None], requires_grad=False)
         self.decoder_embed = nn.Linear(d, dec_dim)
