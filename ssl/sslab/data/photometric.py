@@ -268,7 +268,7 @@ def apply_photometric(crops: torch.Tensor, params: torch.Tensor, mean: Sequence[
         if x.device.type == "cpu":  # one gather (often none) per view for all four adjustments
             for mask, ops in jitter_groups(pc):
                 _on_subset(x, mask, lambda s, ps, ops=ops: _jitter(s, ps, ops), pc)
-        else:  # a fixed 16 masked launches per batch, however many orders it holds
+        else:  # at most 16 (slot, adjustment) subsets per batch: fewer launches than one per order
             _jitter_by_slot(x, pc)
         _after_jitter_(x, pc)
     return normalize_(out, mean, std)
