@@ -169,6 +169,28 @@ def plain_groups(model: nn.Module, wd: float, skip: set[str] = frozenset()) -> l
 # ----------------------------------------------------------------------------------------------
 
 
+def engine_step(branch, model, batch, params, optimizer, autocast, device, clip_per_tensor: float = 0.0):
+    """sslab's step as the engine runs it: the branch's loss, the loss and gradient-norm check in one
+    sync (``NonFiniteGuard``), DINO's per-tensor clip, the branch's before/after-step hooks, fused AdamW."""
+    guard = NonFiniteGuard(0, False, device)
+
+    def step():
+        with autocast():
+            loss, _ = branch.loss(model, batch, 1, 0)
+        guard.watch(loss).backward()
+        _, ok, why = guard.clip_and_check(params, float("inf"))
+        if not ok:
+            raise FloatingPointError(why)
+        if clip_per_tensor:
+            clip_per_param(params, clip_per_tensor)
+        branch.before_step(model, 0, 1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        branch.after_step(model, 0)
+        return loss
+    return step
+
+
 def build(args, device):
     """Returns (plain_step, sslab_step, description, batch size); each call is one optimiser step."""
     amp = args.precision == "bf16"
@@ -205,18 +227,7 @@ def build(args, device):
                 opt_p.zero_grad(set_to_none=True)
             return loss
 
-        guard = NonFiniteGuard(0, False, device)
-
-        def ours_step():
-            with autocast():
-                loss, _ = branch.loss(ours, [imgs, None, index, None], 1, 0)
-            guard.watch(loss).backward()
-            _, ok, why = guard.clip_and_check(params_o, float("inf"))  # the engine's one sync: loss and grad norm
-            if not ok:
-                raise FloatingPointError(why)
-            opt_o.step()
-            opt_o.zero_grad(set_to_none=True)
-            return loss
+        ours_step = engine_step(branch, ours, [imgs, None, index, None], params_o, opt_o, autocast, device)
 
         desc = f"MAE ViT-B/16, 224 px, mask 0.75, decoder 512x8, batch {b}"
         return plain_step, ours_step, desc, b
@@ -271,21 +282,8 @@ def build(args, device):
                 pt.mul_(0.996).add_((1 - 0.996) * ps.detach())
         return loss
 
-    guard = NonFiniteGuard(0, False, device)
-
-    def ours_step():
-        with autocast():
-            loss, _ = branch.loss(ours, [views, None, index, None], 1, 0)
-        guard.watch(loss).backward()
-        _, ok, why = guard.clip_and_check(params_o, float("inf"))  # the engine's one sync: loss and grad norm
-        if not ok:
-            raise FloatingPointError(why)
-        clip_per_param(params_o, 3.0)
-        branch.before_step(ours, 0, 1)
-        opt_o.step()
-        opt_o.zero_grad(set_to_none=True)
-        branch.after_step(ours, 0)
-        return loss
+    ours_step = engine_step(branch, ours, [views, None, index, None], params_o, opt_o, autocast, device,
+                            clip_per_tensor=3.0)
 
     desc = f"DINO ViT-S/16, 2x224 + {args.local_crops}x96 crops, {cfg.out_dim} prototypes, batch {b}"
     return plain_step, ours_step, desc, b
