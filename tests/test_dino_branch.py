@@ -3,7 +3,6 @@
 import logging
 import math
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
